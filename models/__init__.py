@@ -1,0 +1,38 @@
+"""Video ViT models (VideoMAE-compatible), their registry, checkpoints and the MMKD objectives."""
+
+from . import distill, registry
+from .checkpoint import (
+    CheckpointLoadError,
+    LoadReport,
+    extract_state_dict,
+    load_finetune_weights,
+    load_teacher_weights,
+    read_checkpoint,
+    to_finetune_state_dict,
+)
+from .vit import (
+    EncoderOutput,
+    PretrainVisionTransformer,
+    VideoEncoder,
+    VisionTransformer,
+    set_attn_impl,
+    sinusoid_table,
+)
+
+__all__ = [
+    "CheckpointLoadError",
+    "EncoderOutput",
+    "LoadReport",
+    "PretrainVisionTransformer",
+    "VideoEncoder",
+    "VisionTransformer",
+    "distill",
+    "extract_state_dict",
+    "load_finetune_weights",
+    "load_teacher_weights",
+    "read_checkpoint",
+    "registry",
+    "set_attn_impl",
+    "sinusoid_table",
+    "to_finetune_state_dict",
+]

@@ -1,0 +1,97 @@
+"""timm-registered factories: `timm.create_model(name, **overrides)` builds our video ViTs.
+
+VideoMAE's sizes (S/B/L/H) plus two small presets (`nano`, `pico`, patch 8) that run in
+milliseconds on a CPU, for tests and the quickstart. Registering `vit_*_patch16_224` replaces
+timm's image ViTs of the same name, as VideoMAE does, so that reference scripts work unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+from timm.models import register_model
+from torch import nn
+
+from .vit import PretrainVisionTransformer, VisionTransformer
+
+LN = partial(nn.LayerNorm, eps=1e-6)
+
+# name: (width, depth, heads, decoder width, decoder heads, patch size)
+SIZES = {
+    "huge": (1280, 32, 16, 640, 8, 16),
+    "large": (1024, 24, 16, 512, 8, 16),
+    "base": (768, 12, 12, 384, 6, 16),
+    "small": (384, 12, 6, 192, 3, 16),
+    "nano": (64, 4, 4, 32, 2, 8),
+    "pico": (32, 2, 2, 32, 2, 8),
+}
+_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _clean(pretrained: bool, kwargs: dict) -> dict:
+    if pretrained:
+        raise ValueError(
+            "pretrained=True is not supported: nothing is downloaded at run time; "
+            "load weights from a local checkpoint (--finetune / --path_t)"
+        )
+    for key in _TIMM_ONLY_KWARGS:
+        kwargs.pop(key, None)
+    return kwargs
+
+
+def build_pretrain(size: str, pretrained: bool = False, **kwargs) -> PretrainVisionTransformer:
+    width, depth, heads, dec_width, dec_heads, patch = SIZES[size]
+    cfg = dict(
+        img_size=224,
+        patch_size=patch,
+        encoder_embed_dim=width,
+        encoder_depth=depth,
+        encoder_num_heads=heads,
+        decoder_embed_dim=dec_width,
+        decoder_num_heads=dec_heads,
+        decoder_depth=4,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=LN,
+    )
+    cfg.update(_clean(pretrained, kwargs))
+    return PretrainVisionTransformer(**cfg)
+
+
+def build_finetune(size: str, pretrained: bool = False, **kwargs) -> VisionTransformer:
+    width, depth, heads, _, _, patch = SIZES[size]
+    cfg = dict(
+        img_size=224,
+        patch_size=patch,
+        embed_dim=width,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=LN,
+    )
+    cfg.update(_clean(pretrained, kwargs))
+    return VisionTransformer(**cfg)
+
+
+def _register(name: str, fn) -> None:
+    fn.__name__ = name
+    fn.__qualname__ = name
+    fn.__module__ = __name__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # replacing timm's image ViT names is intended
+        register_model(fn)
+    globals()[name] = fn
+
+
+def _suffix(size: str) -> str:
+    return "patch16_224" if SIZES[size][5] == 16 else "patch8"
+
+
+for _size in SIZES:
+    _register(f"pretrain_videomae_{_size}_{_suffix(_size)}", partial(build_pretrain, _size))
+    _register(f"vit_{_size}_{_suffix(_size)}", partial(build_finetune, _size))
+
+PRETRAIN_MODELS = [f"pretrain_videomae_{s}_{_suffix(s)}" for s in SIZES]
+FINETUNE_MODELS = [f"vit_{s}_{_suffix(s)}" for s in SIZES]
