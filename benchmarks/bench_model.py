@@ -1,0 +1,123 @@
+"""Throughput and peak memory of one MMKD distillation step at the paper's configuration.
+
+Teacher forward (no grad) + student forward/backward + the four losses + AdamW step, ViT-S student,
+ViT-B teacher, 16x224x224 clips, tube mask 0.9 (spec §5). Prints one JSON line.
+
+    python benchmarks/bench_model.py --device cpu --batch_size 2 --attn sdpa
+    python benchmarks/bench_model.py --device cuda --batch_size 64 --precision bf16 --attn eager
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from functools import partial
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import timm  # noqa: E402
+
+import models  # noqa: E402,F401
+from datasets.masking import TubeMaskingGenerator  # noqa: E402
+from engine.precision import autocast_context  # noqa: E402
+from engine.tasks import DistillTask  # noqa: E402
+from models.distill import MMKDConfig, MMKDLoss  # noqa: E402
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
+    p.add_argument("--student", default="pretrain_videomae_small_patch16_224")
+    p.add_argument("--teacher", default="pretrain_videomae_base_patch16_224")
+    p.add_argument("--num_frames", type=int, default=16)
+    p.add_argument("--input_size", type=int, default=224)
+    p.add_argument("--mask_ratio", type=float, default=0.9)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--use_checkpoint", action="store_true")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    device = torch.device(args.device)
+    kw = dict(decoder_depth=0, img_size=args.input_size, num_frames=args.num_frames)
+    student = timm.create_model(args.student, use_checkpoint=args.use_checkpoint, drop_path_rate=0.1, **kw)
+    teacher = timm.create_model(args.teacher, **kw)
+    for m in (student, teacher):
+        models.set_attn_impl(m, args.attn)
+    heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, MMKDConfig())
+    autocast = partial(autocast_context, device, args.precision)
+    task = DistillTask(student, teacher, heads, teacher_autocast=autocast()).to(device)
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
+    scaler = torch.amp.GradScaler(enabled=args.precision == "fp16")
+
+    grid = student.encoder.grid_size
+    gen = TubeMaskingGenerator(grid, args.mask_ratio)
+    video = torch.randn(args.batch_size, 3, args.num_frames, args.input_size, args.input_size, device=device)
+    mask = torch.stack([torch.as_tensor(gen()) for _ in range(args.batch_size)]).to(device)
+    batch = {"video": video, "mask": mask}
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast_context(device, args.precision):
+            loss = task(batch)["loss"]
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    elapsed = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        mem_kind = "cuda_max_allocated_MiB"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        mem_kind = "process_max_rss_MiB"
+    print(
+        json.dumps(
+            {
+                "bench": "mmkd_distill_step",
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"cpu x{torch.get_num_threads()}",
+                "student": args.student,
+                "teacher": args.teacher,
+                "clip": [args.num_frames, args.input_size, args.input_size],
+                "mask_ratio": args.mask_ratio,
+                "visible_tokens": int((~mask[0]).sum()),
+                "batch_size": args.batch_size,
+                "precision": args.precision,
+                "attn": args.attn,
+                "steps": args.steps,
+                "sec_per_step": round(elapsed / args.steps, 4),
+                "clips_per_s": round(args.batch_size * args.steps / elapsed, 3),
+                mem_kind: round(peak, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

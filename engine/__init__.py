@@ -1,0 +1,1 @@
+"""The shared training engine: arguments, tasks, the loop, optimisation, checkpoints, distribution, logs."""

@@ -1,0 +1,339 @@
+"""Command-line arguments of the three entry points.
+
+Every flag of the reference (VideoMAE / MaskAgain) scripts is accepted with the same meaning, so
+the paper's shell scripts run unchanged; cryptic names also get a self-explaining alias.
+`validate` checks everything that can be checked before anything is built or written, and
+raises `UsageError` with one line naming the option and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from models.distill import MODES, VALUE_LAYOUTS
+
+DATA_SETS = ("Kinetics-400", "UCF101", "HMDB51", "SSV2")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class UsageError(ValueError):
+    """A bad command-line value; the message names the option and what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line on stderr, exit code 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _common(p: argparse.ArgumentParser, mode: str) -> None:
+    g = p.add_argument_group("model")
+    default_model = {
+        "pretrain": "pretrain_videomae_base_patch16_224",
+        "distill": "pretrain_videomae_small_patch16_224",
+        "finetune": "vit_base_patch16_224",
+    }[mode]
+    g.add_argument(
+        "--model", "--model_s", dest="model", default=default_model, help="timm model name (student)"
+    )
+    g.add_argument(
+        "--drop_path", type=float, default=0.0 if mode != "finetune" else 0.1, help="stochastic depth"
+    )
+    g.add_argument("--use_checkpoint", action="store_true", help="gradient checkpointing in every block")
+    g.add_argument("--attn_impl", choices=("sdpa", "eager"), default="sdpa", help="attention kernel")
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data_path",
+        default=None,
+        help="list file (pre-training/distillation) or folder with train/val/test.csv",
+    )
+    g.add_argument(
+        "--data_root", "--root", dest="data_root", default=None, help="prefix for relative paths in the lists"
+    )
+    g.add_argument("--data_set", default="Kinetics-400", help=f"one of {DATA_SETS}")
+    g.add_argument("--num_frames", type=int, default=16)
+    g.add_argument("--sampling_rate", type=int, default=4 if mode != "finetune" else 4)
+    g.add_argument("--input_size", type=int, default=224)
+    g.add_argument("--num_workers", type=int, default=10)
+    g.add_argument("--pin_mem", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument(
+        "--decoder", choices=("auto", "decord", "pyav"), default="auto", help="video decoding backend"
+    )
+    g.add_argument(
+        "--max_bad_fraction", type=float, default=0.5, help="stop when more than this fraction of files fail"
+    )
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch_size", type=int, default=64 if mode != "finetune" else 32, help="clips per GPU")
+    g.add_argument(
+        "--epochs", type=int, default=800 if mode == "pretrain" else (400 if mode == "distill" else 30)
+    )
+    g.add_argument("--opt", default="adamw")
+    g.add_argument("--opt_eps", type=float, default=1e-8)
+    g.add_argument("--opt_betas", type=float, nargs="+", default=None)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--clip_grad", type=float, default=None)
+    g.add_argument("--weight_decay", type=float, default=0.05)
+    g.add_argument("--weight_decay_end", type=float, default=None)
+    g.add_argument("--lr", type=float, default=1.5e-4 if mode != "finetune" else 1e-3, help="per 256 clips")
+    g.add_argument("--warmup_lr", type=float, default=1e-6)
+    g.add_argument("--min_lr", type=float, default=1e-5 if mode != "finetune" else 1e-6)
+    g.add_argument("--warmup_epochs", type=int, default=40 if mode != "finetune" else 5)
+    g.add_argument("--warmup_steps", type=int, default=-1)
+    g.add_argument(
+        "--no_lr_scale", action="store_true", help="use --lr as is instead of lr * total batch / 256"
+    )
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--output_dir", default="", help="checkpoints, log.txt, args.json")
+    g.add_argument("--log_dir", default=None, help="TensorBoard folder")
+    g.add_argument("--device", default="cuda", help="cuda or cpu (falls back to cpu without CUDA)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", default="", help="checkpoint to resume from")
+    g.add_argument("--auto_resume", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--start_epoch", type=int, default=0)
+    g.add_argument("--save_ckpt_freq", type=int, default=20 if mode != "finetune" else 1)
+    g.add_argument("--keep_last", type=int, default=2, help="numbered checkpoints kept")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    g.add_argument("--print_freq", type=int, default=10)
+    g.add_argument("--max_steps_per_epoch", type=int, default=0, help="debug: cut epochs short (0 = full)")
+    g.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
+    g.add_argument("--enable_deepspeed", action="store_true")
+    g.add_argument("--zero_stage", type=int, default=0, choices=(0, 1, 2))
+    g.add_argument("--dist_url", default="env://")
+    g.add_argument("--world_size", type=int, default=1, help="ignored: taken from torchrun/slurm")
+    g.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="ignored: taken from torchrun")
+
+
+def _masking(p: argparse.ArgumentParser, default_ratio: float) -> None:
+    g = p.add_argument_group("masking")
+    g.add_argument("--mask_type", default="tube", choices=("tube", "random"))
+    g.add_argument("--mask_ratio", type=float, default=default_ratio)
+
+
+def build_parser(mode: str) -> argparse.ArgumentParser:
+    """mode: 'pretrain' | 'distill' | 'finetune'."""
+    desc = {
+        "pretrain": "VideoMAE pre-training",
+        "distill": "MMKD masked knowledge distillation",
+        "finetune": "fine-tuning, validation and multi-view testing",
+    }[mode]
+    p = _Parser(description=desc, allow_abbrev=False)
+    _common(p, mode)
+    if mode == "pretrain":
+        _masking(p, 0.75)
+        g = p.add_argument_group("VideoMAE")
+        g.add_argument("--decoder_depth", type=int, default=4)
+        g.add_argument(
+            "--normlize_target",
+            "--normalize_target",
+            dest="normlize_target",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+        )
+    elif mode == "distill":
+        _masking(p, 0.9)
+        g = p.add_argument_group("MMKD")
+        g.add_argument(
+            "--model_t", "--teacher_model", dest="model_t", default="pretrain_videomae_base_patch16_224"
+        )
+        g.add_argument(
+            "--path_t",
+            "--teacher_checkpoint",
+            dest="path_t",
+            default=None,
+            help="VideoMAE checkpoint of the teacher",
+        )
+        g.add_argument(
+            "--distill", "--distill_mode", dest="distill", default="hybrid", help=f"one of {sorted(MODES)}"
+        )
+        g.add_argument("--kd_T", "--attn_temperature", dest="kd_T", type=float, default=1.0)
+        g.add_argument("--num_k", "--attn_topk", dest="num_k", type=int, default=10)
+        g.add_argument("--num_f", "--hint_topk", dest="num_f", type=int, default=10)
+        g.add_argument("--beta", "--hidden_weight", dest="beta", type=float, default=1.0)
+        g.add_argument("--beta_kd1", "--global_weight", dest="beta_kd1", type=float, default=0.1)
+        g.add_argument("--beta_kd2", "--local_weight", dest="beta_kd2", type=float, default=3.0)
+        g.add_argument("--gamma", "--hint_weight", dest="gamma", type=float, default=0.1)
+        g.add_argument("--alpha", "--relation_weight", dest="alpha", type=float, default=0.1)
+        g.add_argument("--temperature_s", type=float, default=0.1)
+        g.add_argument("--temperature_t", type=float, default=0.05)
+        g.add_argument("--alignment", choices=("auto", "always", "none"), default="auto")
+        g.add_argument("--local_value_layout", choices=VALUE_LAYOUTS, default="time_major")
+        g.add_argument("--teacher_precision", choices=PRECISIONS, default=None, help="default: --precision")
+        g.add_argument(
+            "--decoder_depth",
+            type=int,
+            default=0,
+            help="ignored (reference compatibility): the student is encoder-only",
+        )
+        g.add_argument(
+            "--normlize_target",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="unused (reference compatibility)",
+        )
+    else:
+        g = p.add_argument_group("fine-tuning")
+        g.add_argument("--nb_classes", type=int, default=None)
+        g.add_argument("--finetune", default="", help="pre-training / distillation / fine-tuning checkpoint")
+        g.add_argument("--short_side_size", type=int, default=224)
+        g.add_argument("--num_sample", type=int, default=2, help="repeated augmentation views per video")
+        g.add_argument("--test_num_segment", type=int, default=5)
+        g.add_argument("--test_num_crop", type=int, default=3)
+        g.add_argument("--smoothing", type=float, default=0.1)
+        g.add_argument("--mixup", type=float, default=0.0)
+        g.add_argument("--cutmix", type=float, default=0.0)
+        g.add_argument("--cutmix_minmax", type=float, nargs="+", default=None)
+        g.add_argument("--mixup_prob", type=float, default=1.0)
+        g.add_argument("--mixup_switch_prob", type=float, default=0.5)
+        g.add_argument("--mixup_mode", default="batch")
+        g.add_argument("--aa", default="rand-m7-n4-mstd0.5-inc1", help="RandAugment policy")
+        g.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
+        g.add_argument("--layer_decay", type=float, default=0.75)
+        g.add_argument("--fc_drop_rate", type=float, default=0.0)
+        g.add_argument("--init_scale", type=float, default=0.001)
+        g.add_argument("--drop", type=float, default=0.0)
+        g.add_argument("--attn_drop_rate", type=float, default=0.0)
+        g.add_argument("--use_mean_pooling", action=argparse.BooleanOptionalAction, default=True)
+        g.add_argument("--eval", action="store_true", help="one-clip validation only")
+        g.add_argument("--test", action="store_true", help="multi-view test only")
+        g.add_argument("--dist_eval", action="store_true", help="shard validation/test over ranks")
+        g.add_argument(
+            "--merge_dedupe", choices=("pair", "reference"), default="pair", help="multi-view duplicate rule"
+        )
+        g.add_argument("--list_format", choices=("auto", "video", "frames"), default="auto")
+    return p
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def _writable_dir(path: str) -> bool:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
+    """Checks option values and derived quantities; fills derived defaults. Writes nothing."""
+    _check(args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}")
+    _check(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
+    _check(args.lr > 0 and math.isfinite(args.lr), f"--lr must be a positive number, got {args.lr}")
+    _check(args.num_frames >= 1, f"--num_frames must be >= 1, got {args.num_frames}")
+    _check(args.sampling_rate >= 1, f"--sampling_rate must be >= 1, got {args.sampling_rate}")
+    _check(args.num_workers >= 0, f"--num_workers must be >= 0, got {args.num_workers}")
+    _check(args.save_ckpt_freq >= 1, f"--save_ckpt_freq must be >= 1, got {args.save_ckpt_freq}")
+    _check(args.warmup_epochs >= 0, f"--warmup_epochs must be >= 0, got {args.warmup_epochs}")
+    _check(
+        0 <= args.max_bad_fraction <= 1, f"--max_bad_fraction must be in [0, 1], got {args.max_bad_fraction}"
+    )
+    _check(
+        args.data_set in DATA_SETS,
+        f"--data_set {args.data_set!r} is unknown; choose one of {', '.join(DATA_SETS)}",
+    )
+    if args.opt_betas is not None:
+        _check(
+            len(args.opt_betas) == 2, f"--opt_betas takes two numbers (e.g. 0.9 0.999), got {args.opt_betas}"
+        )
+    if args.clip_grad is not None:
+        _check(args.clip_grad > 0, f"--clip_grad must be > 0, got {args.clip_grad}")
+    if args.weight_decay_end is None:
+        args.weight_decay_end = args.weight_decay
+    if mode in ("pretrain", "distill"):
+        _check(0 <= args.mask_ratio < 1, f"--mask_ratio must be in [0, 1), got {args.mask_ratio}")
+        _check(bool(args.data_path), "--data_path is required: the list file of training videos")
+        _check(
+            os.path.isfile(args.data_path),
+            f"--data_path {args.data_path!r} is not a file; give the list of training videos (<path> <label> per line)",
+        )
+    if mode == "distill":
+        _check(
+            args.distill in MODES,
+            f"--distill {args.distill!r} is unknown; choose one of {', '.join(sorted(MODES))}",
+        )
+        if args.decoder_depth:
+            print(
+                f"note: --decoder_depth {args.decoder_depth} ignored: the distillation student is encoder-only"
+            )
+            args.decoder_depth = 0
+        _check(args.num_k >= 1, f"--num_k must be >= 1, got {args.num_k}")
+        _check(args.num_f >= 1, f"--num_f must be >= 1, got {args.num_f}")
+        _check(args.kd_T > 0, f"--kd_T must be > 0, got {args.kd_T}")
+        _check(bool(args.path_t), "--path_t is required: the VideoMAE pre-training checkpoint of the teacher")
+        _check(
+            os.path.isfile(args.path_t),
+            f"--path_t {args.path_t!r} does not exist; give the teacher's checkpoint file",
+        )
+        args.teacher_precision = args.teacher_precision or args.precision
+    if mode == "pretrain":
+        _check(
+            args.decoder_depth >= 1,
+            f"--decoder_depth must be >= 1 for pre-training, got {args.decoder_depth}",
+        )
+    if mode == "finetune":
+        _check(
+            bool(args.data_path),
+            "--data_path is required: the folder holding train.csv, val.csv and test.csv",
+        )
+        _check(
+            os.path.isdir(args.data_path),
+            f"--data_path {args.data_path!r} is not a folder; give the folder holding train.csv/val.csv/test.csv",
+        )
+        needed = ["test.csv"] if args.test else (["val.csv"] if args.eval else ["train.csv", "val.csv"])
+        for name in needed:
+            _check(
+                os.path.isfile(os.path.join(args.data_path, name)),
+                f"--data_path {args.data_path!r} has no {name}; create it (<path> <label> per line)",
+            )
+        _check(args.num_sample >= 1, f"--num_sample must be >= 1, got {args.num_sample}")
+        _check(0 < args.layer_decay <= 1, f"--layer_decay must be in (0, 1], got {args.layer_decay}")
+        _check(0 <= args.smoothing < 1, f"--smoothing must be in [0, 1), got {args.smoothing}")
+        _check(
+            args.test_num_segment >= 1 and args.test_num_crop >= 1,
+            "--test_num_segment and --test_num_crop must be >= 1",
+        )
+        if args.finetune:
+            _check(
+                os.path.isfile(args.finetune),
+                f"--finetune {args.finetune!r} does not exist; give a checkpoint file",
+            )
+        if args.nb_classes is not None:
+            _check(args.nb_classes >= 1, f"--nb_classes must be >= 1, got {args.nb_classes}")
+        mixup_on = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+        if mixup_on:
+            _check(
+                args.batch_size * args.num_sample % 2 == 0,
+                "--mixup/--cutmix need an even number of clips per batch (batch_size * num_sample)",
+            )
+    if args.resume:
+        _check(
+            os.path.isfile(args.resume),
+            f"--resume {args.resume!r} does not exist; give a checkpoint file or drop --resume",
+        )
+    if args.output_dir:
+        _check(
+            _writable_dir(args.output_dir),
+            f"--output_dir {args.output_dir!r} is not writable; choose a folder you can write to",
+        )
+    if args.log_dir:
+        _check(
+            _writable_dir(args.log_dir),
+            f"--log_dir {args.log_dir!r} is not writable; choose a folder you can write to",
+        )
+    _check(
+        args.precision != "fp16" or args.device.startswith("cuda"),
+        "--precision fp16 needs --device cuda; use bf16 or fp32 on CPU",
+    )
+    return args
+
+
+def parse(mode: str, argv: list[str] | None = None) -> argparse.Namespace:
+    return validate(build_parser(mode).parse_args(argv), mode)

@@ -1,0 +1,151 @@
+"""Builds models and datasets from the parsed arguments, turning every misfit into a `UsageError`."""
+
+from __future__ import annotations
+
+import argparse
+
+import timm
+from torch import nn
+
+import models  # noqa: F401  (registers our factories with timm)
+from engine.args import UsageError
+from models import PretrainVisionTransformer, VisionTransformer
+from models.checkpoint import (
+    CheckpointLoadError,
+    extract_state_dict,
+    load_finetune_weights,
+    load_teacher_weights,
+    read_checkpoint,
+)
+from models.distill import MMKDConfig, MMKDLoss
+
+
+def create(name: str, option: str, **kwargs) -> nn.Module:
+    """timm.create_model with our error messages (unknown name, sizes that do not divide)."""
+    if not timm.is_model(name):
+        ours = [
+            m
+            for m in timm.list_models("*videomae*") + timm.list_models("vit_*")
+            if m in models.registry.__dict__
+        ]
+        raise UsageError(f"{option} {name!r} is unknown; choose one of {', '.join(ours)}")
+    try:
+        return timm.create_model(name, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{option} {name}: {err}; adjust --num_frames / --input_size") from None
+
+
+def _encoder_kwargs(args: argparse.Namespace) -> dict:
+    return dict(img_size=args.input_size, num_frames=args.num_frames, use_checkpoint=args.use_checkpoint)
+
+
+def build_pretrain_model(args: argparse.Namespace) -> PretrainVisionTransformer:
+    model = create(
+        args.model,
+        "--model",
+        decoder_depth=args.decoder_depth,
+        drop_path_rate=args.drop_path,
+        **_encoder_kwargs(args),
+    )
+    if not isinstance(model, PretrainVisionTransformer):
+        raise UsageError(f"--model {args.model} is not a pre-training model; use a pretrain_videomae_* name")
+    return models.set_attn_impl(model, args.attn_impl)
+
+
+def visible_per_slice(model: PretrainVisionTransformer, mask_type: str, mask_ratio: float) -> tuple[int, int]:
+    """(visible tokens per temporal slice S, visible tokens P) for a mask of this type and ratio."""
+    t, h, w = model.encoder.grid_size
+    if mask_type == "tube":
+        s = h * w - int(mask_ratio * h * w)
+        return s, s * t
+    n = t * h * w
+    return 0, n - int(mask_ratio * n)
+
+
+def build_distill(
+    args: argparse.Namespace,
+) -> tuple[PretrainVisionTransformer, PretrainVisionTransformer, MMKDLoss, str]:
+    """Student, teacher (strictly loaded from --path_t) and the MMKD heads; returns the load report."""
+    student = build_pretrain_model(args)
+    teacher = create(
+        args.model_t, "--model_t", decoder_depth=0, img_size=args.input_size, num_frames=args.num_frames
+    )
+    if not isinstance(teacher, PretrainVisionTransformer):
+        raise UsageError(
+            f"--model_t {args.model_t} is not a pre-training model; use a pretrain_videomae_* name"
+        )
+    s_grid, t_grid = student.encoder.patch_embed, teacher.encoder.patch_embed
+    if (s_grid.patch_size, s_grid.tubelet_size) != (t_grid.patch_size, t_grid.tubelet_size):
+        raise UsageError(
+            f"--model {args.model} (patch {s_grid.patch_size}, tubelet {s_grid.tubelet_size}) and --model_t {args.model_t} "
+            f"(patch {t_grid.patch_size}, tubelet {t_grid.tubelet_size}) do not tokenise the clip alike; pick matching models"
+        )
+    try:
+        report = load_teacher_weights(
+            teacher, extract_state_dict(read_checkpoint(args.path_t), "--path_t"), f"--path_t {args.path_t}"
+        )
+    except CheckpointLoadError as err:
+        raise UsageError(str(err)) from None
+    cfg = MMKDConfig(
+        mode=args.distill,
+        num_k=args.num_k,
+        num_f=args.num_f,
+        kd_T=args.kd_T,
+        temperature_s=args.temperature_s,
+        temperature_t=args.temperature_t,
+        gamma=args.gamma,
+        beta=args.beta,
+        beta_kd1=args.beta_kd1,
+        beta_kd2=args.beta_kd2,
+        alpha=args.alpha,
+        alignment=args.alignment,
+        value_layout=args.local_value_layout,
+    )
+    s, p = visible_per_slice(student, args.mask_type, args.mask_ratio)
+    if "local" in cfg.terms and args.mask_type != "tube":
+        raise UsageError(f"--distill {args.distill} uses MM-local, which needs --mask_type tube")
+    if "local" in cfg.terms and args.num_k > s:
+        raise UsageError(
+            f"--num_k {args.num_k} exceeds the {s} visible tokens per temporal slice; lower --num_k or --mask_ratio"
+        )
+    if "global" in cfg.terms and args.num_k > p:
+        raise UsageError(
+            f"--num_k {args.num_k} exceeds the {p} visible tokens; lower --num_k or --mask_ratio"
+        )
+    if {"hint", "relation"} & set(cfg.terms) and args.num_f > p:
+        raise UsageError(
+            f"--num_f {args.num_f} exceeds the {p} visible tokens; lower --num_f or --mask_ratio"
+        )
+    try:
+        heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, cfg)
+    except ValueError as err:
+        raise UsageError(f"--alignment {args.alignment}: {err}") from None
+    return student, models.set_attn_impl(teacher, args.attn_impl), heads, report.summary()
+
+
+def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionTransformer, str]:
+    model = create(
+        args.model,
+        "--model",
+        num_classes=nb_classes,
+        all_frames=args.num_frames,
+        img_size=args.input_size,
+        drop_rate=args.drop,
+        attn_drop_rate=args.attn_drop_rate,
+        drop_path_rate=args.drop_path,
+        fc_drop_rate=args.fc_drop_rate,
+        init_scale=args.init_scale,
+        use_mean_pooling=args.use_mean_pooling,
+        use_checkpoint=args.use_checkpoint,
+    )
+    if not isinstance(model, VisionTransformer):
+        raise UsageError(f"--model {args.model} is not a classifier; use a vit_* name")
+    models.set_attn_impl(model, args.attn_impl)
+    report = "trained from scratch"
+    if args.finetune:
+        try:
+            state = extract_state_dict(read_checkpoint(args.finetune), "--finetune")
+            report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
+        except CheckpointLoadError as err:
+            raise UsageError(str(err)) from None
+    return model, report

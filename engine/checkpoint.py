@@ -1,0 +1,295 @@
+"""Checkpoint files: atomic writes, rotation, safe loading and RNG state.
+
+A checkpoint on disk is always either the previous complete file or the new complete file:
+:func:`atomic_save` writes a hidden temp file beside the target, fsyncs it and renames it
+over the target. Loading always uses ``weights_only=True``; a file that needs arbitrary
+unpickling is refused, never retried unsafely.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import random
+import re
+import secrets
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointManager",
+    "atomic_save",
+    "get_rng_state",
+    "load_checkpoint",
+    "set_rng_state",
+    "state_dict_from_checkpoint",
+]
+
+_NUMBERED = re.compile(r"^checkpoint-(\d+)\.pth$")
+_TEMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, read or interpreted (message names the path)."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is on disk. Some filesystems
+    # cannot fsync a directory (EINVAL); the rename has happened, so that is not an error.
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], what: str) -> Path:
+    """Run ``write(f)`` into a temp file beside ``path``, fsync it, rename it over ``path``."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+        # os.open with 0o666 (not mkstemp's 0o600) so the checkpoint honours the umask.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except Exception as exc:  # any failure (ENOSPC, EACCES, unpicklable object) is reported the same way
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"could not {what} {path}: {type(exc).__name__}: {reason}") from exc
+    finally:
+        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; the old file stays intact until the rename.
+
+    Raises:
+        CheckpointError: on any write failure (disk full, permission, ...); the temp file is
+            removed and ``path`` is untouched.
+    """
+    return _atomic_write(path, lambda f: torch.save(obj, f), "save checkpoint to")
+
+
+def _atomic_copy(src: Path, dst: Path) -> Path:
+    def copy(f: BinaryIO) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f)
+
+    return _atomic_write(dst, copy, f"copy {src} to")
+
+
+def _weights_only_refusal(exc: pickle.UnpicklingError) -> str | None:
+    # torch reports a forbidden global as "... GLOBAL posix.system ..." or "Unsupported
+    # global: GLOBAL __main__.Foo ..."; a corrupt file gives other unpickling errors.
+    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return match.group(1) if match else None
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True``.
+
+    Args:
+        path: checkpoint file.
+        mmap: memory-map the tensors (cheap validity checks of large files).
+
+    Raises:
+        CheckpointError: missing file, truncated / garbage file, a file that needs unpickling
+            arbitrary Python objects (refused; never retried with ``weights_only=False``),
+            or a file that does not hold a dict.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except pickle.UnpicklingError as exc:
+        bad_global = _weights_only_refusal(exc)
+        if bad_global is None:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(exc)}"
+            ) from exc
+        raise CheckpointError(
+            f"checkpoint {path} contains pickled Python objects that are not plain tensors/containers "
+            f"(e.g. {bad_global}); refusing to load it (weights_only=True)"
+        ) from exc
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated, corrupt or not a checkpoint: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
+    return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def state_dict_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint: ``ckpt["model"]``, ``ckpt["module"]`` or ``ckpt`` itself.
+
+    Raises:
+        CheckpointError: none of those is a dict of tensors.
+    """
+    for key in ("model", "module"):
+        if key in ckpt:
+            state = ckpt[key]
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CheckpointError(f"checkpoint entry {key!r} is not a state dict of tensors")
+            return state
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt
+    raise CheckpointError(
+        "checkpoint has no 'model' or 'module' entry and is not a bare state dict "
+        f"(top-level keys: {sorted(map(str, ckpt))[:10]})"
+    )
+
+
+class CheckpointManager:
+    """Writes ``checkpoint-{epoch}.pth`` / ``checkpoint-best.pth`` in ``output_dir`` and rotates them.
+
+    Args:
+        output_dir: directory of the run's checkpoints.
+        keep_last: numbered checkpoints to keep (the newest epochs); ``None`` keeps all.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike[str], keep_last: int | None = 2) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
+        self.output_dir = Path(output_dir)
+        self.keep_last = keep_last
+
+    @property
+    def best_path(self) -> Path:
+        """Path of the best checkpoint."""
+        return self.output_dir / "checkpoint-best.pth"
+
+    def path_for(self, epoch: int) -> Path:
+        """Path of the checkpoint of ``epoch``."""
+        return self.output_dir / f"checkpoint-{epoch}.pth"
+
+    def numbered(self) -> list[tuple[int, Path]]:
+        """Existing numbered checkpoints as ``(epoch, path)``, oldest first (temp files excluded)."""
+        if not self.output_dir.is_dir():
+            return []
+        found = []
+        for p in self.output_dir.iterdir():
+            match = _NUMBERED.match(p.name)
+            if match and p.is_file():
+                found.append((int(match.group(1)), p))
+        return sorted(found)
+
+    def save(self, state: dict[str, Any], epoch: int, is_best: bool = False) -> Path:
+        """Write the checkpoint of ``epoch`` (and the best copy), then drop old numbered ones.
+
+        Raises:
+            CheckpointError: the write failed; nothing was rotated away.
+        """
+        path = atomic_save(state, self.path_for(epoch))
+        if is_best:
+            _atomic_copy(path, self.best_path)
+        self._rotate(keep=epoch)
+        return path
+
+    def _rotate(self, keep: int) -> None:
+        if self.keep_last is None:
+            return
+        existing = self.numbered()
+        newest = {e for e, _ in existing[-self.keep_last :]} | {keep}
+        for epoch, path in existing:
+            if epoch not in newest:
+                path.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        """Newest numbered checkpoint that loads; unreadable ones are skipped with a warning."""
+        for _, path in reversed(self.numbered()):
+            try:
+                # mmap: checks the archive and the pickle without reading every tensor.
+                load_checkpoint(path, mmap=True)
+            except CheckpointError:
+                try:
+                    load_checkpoint(path)  # gives the real reason (mmap also refuses non-zip files)
+                except CheckpointError as exc:
+                    warnings.warn(f"skipping unreadable checkpoint: {exc}", stacklevel=2)
+                    continue
+            return path
+        return None
+
+    def cleanup_temp(self) -> list[Path]:
+        """Remove temp files left by interrupted saves; returns what was removed."""
+        if not self.output_dir.is_dir():
+            return []
+        removed = []
+        for p in self.output_dir.iterdir():
+            if p.name.startswith(".") and p.name.endswith(_TEMP_SUFFIX) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
+
+
+def get_rng_state() -> dict[str, Any]:
+    """RNG states of python ``random``, numpy's global generator, torch CPU and CUDA.
+
+    Only tensors and plain python types, so the dict survives ``weights_only=True`` loading.
+    """
+    version, internal, gauss_next = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned (missing entries are left alone)."""
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    if "numpy" in state:
+        npy = state["numpy"]
+        np.random.set_state(
+            {
+                "bit_generator": npy["bit_generator"],
+                "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+                "has_gauss": npy["has_gauss"],
+                "gauss": npy["gauss"],
+            }
+        )
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

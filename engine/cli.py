@@ -1,0 +1,47 @@
+"""Runs an entry point so that every expected failure ends in one line on stderr, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from engine.args import UsageError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from datasets import AnnotationError, BadDataError
+    from engine.checkpoint import CheckpointError
+    from engine.loop import NonFiniteLossError, TooManyBadFilesError
+    from models.checkpoint import CheckpointLoadError
+
+    return (
+        CheckpointError,
+        CheckpointLoadError,
+        NonFiniteLossError,
+        TooManyBadFilesError,
+        BadDataError,
+        AnnotationError,
+    )
+
+
+def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """Calls ``main(argv)``; maps known failures to an exit code and a one-line message."""
+    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "mmkd"
+    try:
+        main(argv)
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except _expected_errors() as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(
+            f"{prog}: interrupted; resume with the same command (--auto_resume is on by default)",
+            file=sys.stderr,
+        )
+        return 130
+    return 0

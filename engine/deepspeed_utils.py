@@ -1,0 +1,37 @@
+"""DeepSpeed set-up: our optimiser (with its lr-scale / weight-decay groups) handed to the engine."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+from engine.distributed import DistEnv
+
+
+def deepspeed_config(args: argparse.Namespace, env: DistEnv) -> dict:
+    """The engine's JSON config from our flags (precision, ZeRO stage, clipping, batch)."""
+    return {
+        "train_micro_batch_size_per_gpu": args.batch_size,
+        "train_batch_size": args.batch_size * env.world_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": args.clip_grad or 0.0,
+        "steps_per_print": 10**9,
+        "zero_optimization": {"stage": args.zero_stage},
+        "fp16": {"enabled": args.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "bf16": {"enabled": args.precision == "bf16"},
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def initialize(task: nn.Module, optimizer, args: argparse.Namespace, env: DistEnv):
+    """Returns the DeepSpeed engine wrapping ``task`` (its forward returns the loss dict)."""
+    try:
+        import deepspeed
+    except ImportError as err:
+        raise RuntimeError("--enable_deepspeed needs the deepspeed package: pip install deepspeed") from err
+    engine, _, _, _ = deepspeed.initialize(
+        model=task, optimizer=optimizer, config=deepspeed_config(args, env)
+    )
+    return engine

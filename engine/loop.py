@@ -1,0 +1,254 @@
+"""The one training loop shared by pre-training, distillation and fine-tuning, and the eval loops."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engine.distributed import all_reduce_mean, get_world_size
+from engine.logger import MetricLogger, TensorboardLogger
+from engine.optim import apply_schedules
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the offending term(s)."""
+
+
+class TooManyBadFilesError(RuntimeError):
+    """More than the allowed fraction of training files failed to decode."""
+
+
+@dataclass
+class StepConfig:
+    """How one optimisation step is run."""
+
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    scaler: torch.amp.GradScaler | None = None
+    clip_grad: float | None = None
+    print_freq: int = 10
+    max_steps: int = 0  # 0: whole epoch
+    max_bad_fraction: float = 0.5
+    deepspeed_engine: object | None = None  # when set, it owns backward / step / clipping / scaling
+
+
+@dataclass
+class EpochState:
+    """Counters carried across epochs (part of every checkpoint)."""
+
+    global_step: int = 0
+    skipped_steps: int = 0
+    bad_files: int = 0
+    seen_files: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _grad_norm(params: Iterable[Tensor]) -> Tensor:
+    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.zeros(())
+
+
+def _check_finite(losses: dict[str, Tensor]) -> None:
+    bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        terms = [k for k in bad if k != "loss"] or ["loss"]
+        values = ", ".join(f"{k}={losses[k].item()}" for k in terms)
+        raise NonFiniteLossError(
+            f"non-finite loss term(s) {values}; stopping without saving "
+            "(the last good checkpoint is intact: lower --lr, use --clip_grad or --precision bf16/fp32, then resume)"
+        )
+
+
+def train_one_epoch(
+    task: nn.Module,
+    loader: Iterable[dict],
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    cfg: StepConfig,
+    state: EpochState,
+    lr_schedule: np.ndarray,
+    wd_schedule: np.ndarray,
+    iters_per_epoch: int,
+    tb: TensorboardLogger | None = None,
+) -> dict[str, float]:
+    """One epoch; returns the epoch's averaged metrics. Per-iteration lr / wd from the schedules."""
+    task.train()
+    meters = MetricLogger()
+    engine = cfg.deepspeed_engine
+    params = [p for p in task.parameters() if p.requires_grad]
+    total = min(iters_per_epoch, cfg.max_steps) if cfg.max_steps else iters_per_epoch
+    t_end = time.perf_counter()
+    for i, batch in enumerate(meters.log_every(loader, cfg.print_freq, f"Epoch [{epoch}]", total=total)):
+        if i >= total:
+            break
+        data_wait = time.perf_counter() - t_end
+        step = epoch * iters_per_epoch + i
+        lr, wd = (
+            float(lr_schedule[min(step, len(lr_schedule) - 1)]),
+            float(wd_schedule[min(step, len(wd_schedule) - 1)]),
+        )
+        apply_schedules(engine.optimizer if engine is not None else optimizer, lr, wd)
+        state.bad_files += int(torch.as_tensor(batch.get("n_bad", 0)).sum())
+        state.seen_files += len(batch["video"])
+        _check_bad_fraction(state, cfg.max_bad_fraction)
+        batch = to_device(batch, cfg.device)
+
+        with cfg.autocast():
+            losses = (engine or task)(batch)
+        _check_finite(losses)
+        grad_norm, loss_scale = _backward_step(losses["loss"], task, optimizer, params, cfg)
+        state.global_step += 1
+
+        n = len(batch["video"])
+        meters.update(n=n, **{k: v.detach() for k, v in losses.items()})
+        meters.update(lr=lr, wd=wd, grad_norm=grad_norm, data_wait=data_wait)
+        clips_per_s = n * get_world_size() / max(time.perf_counter() - t_end, 1e-9)
+        meters.update(clips_per_s=clips_per_s)
+        if tb is not None:
+            scalars = {f"train/{k}": v for k, v in losses.items()}
+            scalars.update(
+                {
+                    "opt/lr": lr,
+                    "opt/wd": wd,
+                    "opt/grad_norm": grad_norm,
+                    "perf/clips_per_s": clips_per_s,
+                    "perf/data_wait_s": data_wait,
+                }
+            )
+            if loss_scale is not None:
+                scalars["opt/loss_scale"] = loss_scale
+            tb.update(state.global_step, **scalars)
+        t_end = time.perf_counter()
+    meters.synchronize_between_processes()
+    stats = meters.global_averages()
+    stats["skipped_steps"] = state.skipped_steps
+    stats["bad_files"] = state.bad_files
+    return stats
+
+
+def _check_bad_fraction(state: EpochState, limit: float) -> None:
+    if state.seen_files >= 20 and state.bad_files > limit * (state.seen_files + state.bad_files):
+        raise TooManyBadFilesError(
+            f"{state.bad_files} of {state.seen_files + state.bad_files} training videos failed to decode "
+            f"(more than --max_bad_fraction {limit}); check --data_path / --data_root and the files"
+        )
+
+
+def _backward_step(loss, task, optimizer, params, cfg: StepConfig) -> tuple[float, float | None]:
+    """Backward + (clipped) optimiser step. Returns (grad norm, loss scale or None)."""
+    engine = cfg.deepspeed_engine
+    if engine is not None:
+        engine.backward(loss)
+        engine.step()
+        norm = engine.get_global_grad_norm()
+        scale = getattr(engine.optimizer, "cur_scale", None) if engine.fp16_enabled() else None
+        return float(norm) if norm is not None else 0.0, scale
+    optimizer.zero_grad(set_to_none=True)
+    scaler = cfg.scaler
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        norm = _clip(params, cfg.clip_grad)
+        before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        if scaler.get_scale() < before:  # inf/NaN gradients: the scaler skipped this step
+            print(f"fp16 overflow: step skipped, loss scale {before:g} -> {scaler.get_scale():g}")
+        return norm, scaler.get_scale()
+    loss.backward()
+    norm = _clip(params, cfg.clip_grad)
+    optimizer.step()
+    return norm, None
+
+
+def _clip(params: list[Tensor], clip_grad: float | None) -> float:
+    if clip_grad:
+        return float(torch.nn.utils.clip_grad_norm_(params, clip_grad))
+    return float(_grad_norm(params))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict],
+    device: torch.device,
+    autocast,
+    print_freq: int = 10,
+    reduce: bool = True,
+) -> dict:
+    """One-clip validation. Broken videos (``valid`` False) are excluded and counted, never replaced.
+
+    ``reduce``: the loader is sharded over ranks (``--dist_eval``), so sum the counts over ranks.
+    """
+    model.eval()
+    meters = MetricLogger()
+    correct1 = correct5 = seen = excluded = 0
+    loss_sum = 0.0
+    for batch in meters.log_every(loader, print_freq, "Val"):
+        valid = torch.as_tensor(batch.get("valid", torch.ones(len(batch["label"]), dtype=torch.bool)))
+        excluded += int((~valid).sum())
+        if not valid.any():
+            continue
+        video = batch["video"][valid].to(device, non_blocking=True)
+        label = torch.as_tensor(batch["label"])[valid].to(device)
+        with autocast():
+            logits = model(video).float()
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, label, reduction="sum"))
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += int((top5[:, 0] == label).sum())
+        correct5 += int((top5 == label[:, None]).any(dim=1).sum())
+        seen += len(label)
+    totals = torch.tensor([correct1, correct5, seen, excluded, loss_sum], dtype=torch.float64)
+    if reduce:
+        totals = all_reduce_mean(totals) * get_world_size()
+    c1, c5, n, ex, ls = totals.tolist()
+    if ex:
+        print(f"validation: {int(ex)} broken video(s) excluded from the metric")
+    n = max(n, 1)
+    return {
+        "acc1": 100 * c1 / n,
+        "acc5": 100 * c5 / n,
+        "loss": ls / n,
+        "num_videos": int(n),
+        "excluded": int(ex),
+    }
+
+
+@torch.no_grad()
+def predict_views(
+    model: nn.Module, loader: Iterable[dict], device: torch.device, autocast, print_freq: int = 10
+):
+    """Multi-view test: yields (video_id, logits list, label, chunk, crop) per valid view; counts broken ones."""
+    model.eval()
+    meters = MetricLogger()
+    rows, broken = [], set()
+    for batch in meters.log_every(loader, print_freq, "Test"):
+        valid = torch.as_tensor(batch["valid"])
+        for j in torch.nonzero(~valid).flatten().tolist():
+            broken.add(batch["video_id"][j])
+        if not valid.any():
+            continue
+        with autocast():
+            logits = model(batch["video"][valid].to(device, non_blocking=True)).float().cpu()
+        idx = torch.nonzero(valid).flatten().tolist()
+        for row, j in zip(logits, idx):
+            rows.append(
+                (
+                    batch["video_id"][j],
+                    row.tolist(),
+                    int(batch["label"][j]),
+                    int(batch["chunk"][j]),
+                    int(batch["crop"][j]),
+                )
+            )
+    return rows, sorted(broken)

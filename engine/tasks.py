@@ -1,0 +1,124 @@
+"""Training tasks: what one step computes. Each `forward(batch)` returns {"loss": total, <term>: ...}.
+
+The task is the one module that is trained, wrapped in DDP / DeepSpeed and saved; a distillation
+teacher is held outside its parameters (frozen, eval mode, never wrapped, never saved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+from torch import Tensor, nn
+
+from models import PretrainVisionTransformer, VisionTransformer
+from models.distill import MMKDLoss
+from models.targets import pixel_target
+
+
+class PretrainTask(nn.Module):
+    """VideoMAE: reconstruct the (normalised) pixels of the masked tubes."""
+
+    def __init__(self, model: PretrainVisionTransformer, normalize_target: bool = True):
+        super().__init__()
+        self.model = model
+        self.normalize_target = normalize_target
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        video, mask = batch["video"], batch["mask"]
+        with torch.no_grad():
+            target = pixel_target(
+                video.float(), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
+            )
+        pred = self.model(video, mask)
+        return {"loss": F.mse_loss(pred.float(), target)}
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """VideoMAE's own key layout, so our checkpoints and the official ones are interchangeable."""
+        return self.model.state_dict()
+
+    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
+        self.model.load_state_dict(state, strict=True)
+
+
+class DistillTask(nn.Module):
+    """MMKD: student + alignment heads are trained; the teacher only provides targets.
+
+    Student and teacher see the same masked clip; the loss compares their last-block outputs,
+    attention logits and values (spec §4).
+    """
+
+    def __init__(
+        self,
+        student: PretrainVisionTransformer,
+        teacher: PretrainVisionTransformer,
+        heads: MMKDLoss,
+        teacher_autocast: contextlib.AbstractContextManager | None = None,
+    ):
+        super().__init__()
+        self.student = student
+        self.heads = heads
+        teacher.eval().requires_grad_(False)
+        self._teacher = [teacher]  # a list hides it from parameters(), state_dict(), DDP and .train()
+        self._teacher_autocast = teacher_autocast
+        self.num_temporal = student.encoder.grid_size[0]
+
+    @property
+    def teacher(self) -> PretrainVisionTransformer:
+        return self._teacher[0]
+
+    def _apply(self, fn, recurse=True):  # keep .to()/.cuda()/.half() acting on the teacher too
+        super()._apply(fn, recurse)
+        self.teacher._apply(fn, recurse)
+        return self
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        video, mask = batch["video"], batch["mask"]
+        need_attn = self.heads.needs_attention
+        with torch.no_grad(), self._teacher_autocast or contextlib.nullcontext():
+            out_t = self.teacher.encode(video, mask, return_attention=need_attn)
+        out_s = self.student.encode(video, mask, return_attention=need_attn)
+        # the objectives run in float32 whatever the encoders' precision (softmaxes over 1e3 logits)
+        with torch.autocast(device_type=video.device.type, enabled=False):
+            return self.heads(_to_float(out_s), _to_float(out_t), self.num_temporal)
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        return self.state_dict()
+
+    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
+        self.load_state_dict(state, strict=True)
+
+
+def _to_float(out):
+    return type(out)(*(None if t is None else t.float() for t in (out.features, out.attn_logits, out.values)))
+
+
+class FinetuneTask(nn.Module):
+    """Classification with optional mixup / cutmix and label smoothing."""
+
+    def __init__(self, model: VisionTransformer, mixup_fn=None, smoothing: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.mixup_fn = mixup_fn
+        self.smoothing = smoothing
+        self.soft_ce = SoftTargetCrossEntropy()
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        video, label = batch["video"], batch["label"]
+        if self.training and self.mixup_fn is not None:
+            # timm's Mixup cuts boxes on the last two axes: fold time into channels so all frames
+            # share the box, then unfold (its in-place edits land in ``video``)
+            mixed, soft = self.mixup_fn(video.flatten(1, 2), label)
+            loss = self.soft_ce(self.model(mixed.view_as(video)).float(), soft)
+        else:
+            logits = self.model(video).float()
+            loss = F.cross_entropy(logits, label, label_smoothing=self.smoothing if self.training else 0.0)
+        return {"loss": loss}
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        return self.model.state_dict()
+
+    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
+        self.model.load_state_dict(state, strict=True)

@@ -1,0 +1,118 @@
+"""Fine-tuning with one-clip validation each epoch and a multi-view test at the end (spec §5, §6).
+
+torchrun --nproc_per_node=8 run_class_finetuning.py --data_path k400/ --finetune ckpt.pth ...
+python run_class_finetuning.py ... --eval    # one-clip validation only
+python run_class_finetuning.py ... --test    # multi-view test only
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+from timm.data import Mixup
+
+from datasets import build_dataset
+from engine import args as cli_args
+from engine.build import build_classifier
+from engine.cli import run
+from engine.logger import append_json_line
+from engine.loop import evaluate
+from engine.precision import autocast_context
+from engine.runner import Trainer, make_loader, prepare_output, setup
+from engine.tasks import FinetuneTask
+from engine.testing import multiview_test
+
+
+def build_mixup(args, nb_classes: int) -> Mixup | None:
+    if not (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+        return None
+    return Mixup(
+        mixup_alpha=args.mixup,
+        cutmix_alpha=args.cutmix,
+        cutmix_minmax=args.cutmix_minmax,
+        prob=args.mixup_prob,
+        switch_prob=args.mixup_switch_prob,
+        mode=args.mixup_mode,
+        label_smoothing=args.smoothing,
+        num_classes=nb_classes,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = cli_args.parse("finetune", argv)
+    env = setup(args)
+    data = dict(
+        data_path=args.data_path,
+        root=args.data_root,
+        nb_classes=args.nb_classes,
+        num_frames=args.num_frames,
+        sampling_rate=args.sampling_rate,
+        input_size=args.input_size,
+        short_side_size=args.short_side_size,
+        decoder=args.decoder,
+        list_format=args.list_format,
+        max_bad_fraction=args.max_bad_fraction,
+        seed=args.seed,
+    )
+    train_only = not (args.eval or args.test)
+    splits = {}
+    if train_only:
+        splits["train"] = build_dataset(
+            args.data_set,
+            "train",
+            num_sample=args.num_sample,
+            auto_augment=args.aa,
+            reprob=args.reprob,
+            **data,
+        )
+    if not args.test:
+        splits["val"] = build_dataset(args.data_set, "val", **data)
+    if not args.eval:
+        splits["test"] = build_dataset(
+            args.data_set,
+            "test",
+            test_num_segment=args.test_num_segment,
+            test_num_crop=args.test_num_crop,
+            **data,
+        )
+    nb_classes = next(iter(splits.values()))[1]
+    model, report = build_classifier(args, nb_classes)
+    print(f"model {args.model} ({nb_classes} classes): {report}")
+    autocast = partial(autocast_context, env.device, args.precision)
+    loaders = {
+        name: make_loader(ds, args, env, train=name == "train", shard=name == "test" or args.dist_eval)
+        for name, (ds, _) in splits.items()
+    }
+    prepare_output(args, env)
+    model.to(env.device)
+    results: dict = {}
+
+    def validate(task) -> dict:
+        return evaluate(
+            task.model, loaders["val"], env.device, autocast, args.print_freq, reduce=args.dist_eval
+        )
+
+    if train_only:
+        task = FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing)
+        results["history"] = Trainer(
+            args, env, task, loaders["train"], evaluate=validate, layer_decay=args.layer_decay
+        ).fit()
+    if args.eval:
+        results["val"] = evaluate(
+            model, loaders["val"], env.device, autocast, args.print_freq, reduce=args.dist_eval
+        )
+        print(f"validation: top-1 {results['val']['acc1']:.2f}  top-5 {results['val']['acc5']:.2f}")
+    if "test" in loaders:
+        out = args.output_dir or "."
+        results["test"] = multiview_test(
+            model, loaders["test"], env, out, autocast, args.merge_dedupe, args.print_freq
+        )
+        if env.is_main and args.output_dir and results["test"]:
+            append_json_line(Path(args.output_dir) / "log.txt", {"final_test": results["test"]})
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,196 @@
+"""engine.checkpoint: atomic writes, rotation, safe loading, RNG round trip."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import engine.checkpoint as ckpt_mod
+from engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    set_rng_state,
+    state_dict_from_checkpoint,
+)
+
+
+def _state(value: float) -> dict:
+    return {"model": {"w": torch.full((4,), value)}, "epoch": int(value)}
+
+
+def _temp_files(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+# --- atomic_save --------------------------------------------------------------------------
+
+
+def test_atomic_save_roundtrip_leaves_no_temp(tmp_path: Path) -> None:
+    path = atomic_save(_state(1.0), tmp_path / "sub" / "a.pth")
+    assert load_checkpoint(path)["epoch"] == 1
+    assert _temp_files(path.parent) == []
+
+
+@pytest.mark.parametrize(
+    ("err", "text"), [(errno.ENOSPC, "No space left"), (errno.EACCES, "Permission denied")]
+)
+def test_atomic_save_failure_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, text: str
+) -> None:
+    path = tmp_path / "ckpt.pth"
+    atomic_save(_state(1.0), path)
+    before = path.read_bytes()
+
+    def failing_save(obj: object, f) -> None:
+        f.write(b"partial bytes")  # a half-written temp file must be cleaned up
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", failing_save)
+    with pytest.raises(CheckpointError, match=text) as info:
+        atomic_save(_state(2.0), path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == before
+    assert _temp_files(tmp_path) == []
+
+
+def test_atomic_save_rename_failure_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ckpt.pth"
+    atomic_save(_state(1.0), path)
+
+    def no_replace(src: str, dst: str) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", no_replace)
+    with pytest.raises(CheckpointError, match="Permission denied"):
+        atomic_save(_state(2.0), path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert _temp_files(tmp_path) == []
+
+
+# --- load_checkpoint ----------------------------------------------------------------------
+
+
+class _Exploit:
+    """Unpickling this would run ``os.system`` and create a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_load_refuses_pickled_callable_and_never_runs_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.ones(1)}, "payload": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError, match="pickled Python objects.*weights_only=True") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 20, "truncated"])
+def test_load_corrupt_files(tmp_path: Path, content: bytes | str) -> None:
+    path = tmp_path / "bad.pth"
+    if content == "truncated":
+        torch.save(_state(1.0), path)
+        content = path.read_bytes()[:-200]
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_state_dict_from_checkpoint() -> None:
+    w = {"a.weight": torch.ones(2)}
+    assert state_dict_from_checkpoint({"model": w, "epoch": 3}) is w
+    assert state_dict_from_checkpoint({"module": w}) is w
+    assert state_dict_from_checkpoint(w) is w
+    with pytest.raises(CheckpointError, match="bare state dict"):
+        state_dict_from_checkpoint({"epoch": 3})
+    with pytest.raises(CheckpointError, match="'model'"):
+        state_dict_from_checkpoint({"model": [1, 2]})
+
+
+# --- CheckpointManager --------------------------------------------------------------------
+
+
+def test_manager_rotates_and_keeps_best(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for epoch in range(5):
+        mgr.save(_state(float(epoch)), epoch, is_best=epoch == 1)
+    assert [e for e, _ in mgr.numbered()] == [3, 4]
+    assert load_checkpoint(mgr.best_path)["epoch"] == 1
+    assert mgr.latest() == mgr.path_for(4)
+
+
+def test_manager_failed_save_rotates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mgr = CheckpointManager(tmp_path, keep_last=1)
+    mgr.save(_state(0.0), 0)
+
+    def failing_save(obj: object, f) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", failing_save)
+    with pytest.raises(CheckpointError):
+        mgr.save(_state(1.0), 1)
+    assert [e for e, _ in mgr.numbered()] == [0]
+    assert mgr.latest() == mgr.path_for(0)
+
+
+def test_latest_skips_truncated_and_ignores_temp(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, keep_last=None)
+    mgr.save(_state(1.0), 1)
+    mgr.save(_state(2.0), 2)
+    newest = mgr.path_for(2)
+    newest.write_bytes(newest.read_bytes()[:100])
+    (tmp_path / ".checkpoint-3.pth.123.tmp").write_bytes(b"half")
+    with pytest.warns(UserWarning, match="checkpoint-2.pth"):
+        assert mgr.latest() == mgr.path_for(1)
+    assert mgr.cleanup_temp() == [tmp_path / ".checkpoint-3.pth.123.tmp"]
+    assert _temp_files(tmp_path) == []
+
+
+def test_latest_empty_dir(tmp_path: Path) -> None:
+    assert CheckpointManager(tmp_path / "missing").latest() is None
+
+
+def test_keep_last_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_last"):
+        CheckpointManager(tmp_path, keep_last=0)
+
+
+# --- RNG ----------------------------------------------------------------------------------
+
+
+def test_rng_state_roundtrip_through_weights_only_file(tmp_path: Path) -> None:
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's state
+    atomic_save({"rng": get_rng_state()}, tmp_path / "rng.pth")
+    first = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
+
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    set_rng_state(load_checkpoint(tmp_path / "rng.pth")["rng"])
+    second = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
+    assert first[:3] == second[:3]
+    assert torch.equal(first[3], second[3])
