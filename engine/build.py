@@ -11,7 +11,7 @@ import models  # noqa: F401  (registers our factories with timm)
 from engine.args import UsageError
 from models import PretrainVisionTransformer, VisionTransformer
 from models.checkpoint import (
-    CheckpointLoadError,
+    CheckpointError,
     extract_state_dict,
     load_finetune_weights,
     load_teacher_weights,
@@ -84,7 +84,7 @@ def build_distill(
         report = load_teacher_weights(
             teacher, extract_state_dict(read_checkpoint(args.path_t), "--path_t"), f"--path_t {args.path_t}"
         )
-    except CheckpointLoadError as err:
+    except CheckpointError as err:
         raise UsageError(str(err)) from None
     cfg = MMKDConfig(
         mode=args.distill,
@@ -146,6 +146,6 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
         try:
             state = extract_state_dict(read_checkpoint(args.finetune), "--finetune")
             report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
-        except CheckpointLoadError as err:
+        except CheckpointError as err:
             raise UsageError(str(err)) from None
     return model, report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import random
 import re
 import secrets
@@ -22,6 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from models.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
 
 __all__ = [
     "CheckpointError",
@@ -35,10 +36,6 @@ __all__ = [
 
 _NUMBERED = re.compile(r"^checkpoint-(\d+)\.pth$")
 _TEMP_SUFFIX = ".tmp"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written, read or interpreted (message names the path)."""
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -100,73 +97,14 @@ def _atomic_copy(src: Path, dst: Path) -> Path:
     return _atomic_write(dst, copy, f"copy {src} to")
 
 
-def _weights_only_refusal(exc: pickle.UnpicklingError) -> str | None:
-    # torch reports a forbidden global as "... GLOBAL posix.system ..." or "Unsupported
-    # global: GLOBAL __main__.Foo ..."; a corrupt file gives other unpickling errors.
-    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    return match.group(1) if match else None
-
-
 def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
-    """Load a checkpoint on the CPU with ``weights_only=True``.
-
-    Args:
-        path: checkpoint file.
-        mmap: memory-map the tensors (cheap validity checks of large files).
-
-    Raises:
-        CheckpointError: missing file, truncated / garbage file, a file that needs unpickling
-            arbitrary Python objects (refused; never retried with ``weights_only=False``),
-            or a file that does not hold a dict.
-    """
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"checkpoint {path} does not exist") from exc
-    except pickle.UnpicklingError as exc:
-        bad_global = _weights_only_refusal(exc)
-        if bad_global is None:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(exc)}"
-            ) from exc
-        raise CheckpointError(
-            f"checkpoint {path} contains pickled Python objects that are not plain tensors/containers "
-            f"(e.g. {bad_global}); refusing to load it (weights_only=True)"
-        ) from exc
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated, corrupt or not a checkpoint: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
-    return ckpt
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
+    """`models.checkpoint.read_checkpoint`: CPU, ``weights_only=True``, one-line `CheckpointError`."""
+    return read_checkpoint(path, mmap=mmap)
 
 
 def state_dict_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint: ``ckpt["model"]``, ``ckpt["module"]`` or ``ckpt`` itself.
-
-    Raises:
-        CheckpointError: none of those is a dict of tensors.
-    """
-    for key in ("model", "module"):
-        if key in ckpt:
-            state = ckpt[key]
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise CheckpointError(f"checkpoint entry {key!r} is not a state dict of tensors")
-            return state
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt
-    raise CheckpointError(
-        "checkpoint has no 'model' or 'module' entry and is not a bare state dict "
-        f"(top-level keys: {sorted(map(str, ckpt))[:10]})"
-    )
+    """The model weights of a checkpoint: ``model``, ``module`` or a bare state dict."""
+    return extract_state_dict(ckpt)
 
 
 class CheckpointManager:

@@ -13,13 +13,11 @@ EXIT_FAILURE = 1
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from datasets import AnnotationError, BadDataError
-    from engine.checkpoint import CheckpointError
     from engine.loop import NonFiniteLossError, TooManyBadFilesError
-    from models.checkpoint import CheckpointLoadError
+    from models.checkpoint import CheckpointError
 
     return (
         CheckpointError,
-        CheckpointLoadError,
         NonFiniteLossError,
         TooManyBadFilesError,
         BadDataError,

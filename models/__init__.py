@@ -2,7 +2,7 @@
 
 from . import distill, registry
 from .checkpoint import (
-    CheckpointLoadError,
+    CheckpointError,
     LoadReport,
     extract_state_dict,
     load_finetune_weights,
@@ -20,7 +20,7 @@ from .vit import (
 )
 
 __all__ = [
-    "CheckpointLoadError",
+    "CheckpointError",
     "EncoderOutput",
     "LoadReport",
     "PretrainVisionTransformer",

@@ -8,6 +8,8 @@ is refused, never executed.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,7 +24,7 @@ _FINETUNE_DROPPED = ("decoder.", "encoder_to_decoder.", "mask_token", "heads.", 
 TEACHER_EXPECTED_UNUSED = ("encoder.norm.", "decoder.", "encoder_to_decoder.", "mask_token")
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointError(RuntimeError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
 
 
@@ -49,33 +51,54 @@ def _short(keys: list[str], limit: int = 8) -> str:
     return head + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """torch.load with weights_only=True and one-line errors naming the file and the cause."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
+    """Loads a checkpoint on the CPU with ``weights_only=True``; one-line errors name the file.
+
+    Missing, truncated or garbage files, and files that need arbitrary unpickling (refused,
+    never retried with ``weights_only=False``) raise `CheckpointError`.
+    """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointLoadError(f"checkpoint {path!r} does not exist or is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it contains pickled Python objects that are not plain tensors/containers (refused, not executed)"
-        raise CheckpointLoadError(f"cannot read checkpoint {path!r}: {reason}") from None
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        # torch names a forbidden global as "GLOBAL posix.system"; corrupt files say otherwise
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(exc)}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} contains pickled Python objects that are not plain tensors/containers "
+            f"(e.g. {found.group(1)}); refusing to load it (weights_only=True)"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated, corrupt or not a checkpoint: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     if not isinstance(obj, Mapping):
-        raise CheckpointLoadError(f"checkpoint {path!r} holds a {type(obj).__name__}, not a dict of tensors")
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return dict(obj)
 
 
 def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, Tensor]:
     """Returns the model weights of a checkpoint (``model`` / ``module`` / bare), wrappers stripped."""
     for key in ("model", "module", "state_dict"):
-        if key in ckpt and isinstance(ckpt[key], Mapping):
+        if key in ckpt:
+            if not isinstance(ckpt[key], Mapping):
+                raise CheckpointError(f"{source} entry {key!r} is not a state dict of tensors")
             ckpt = ckpt[key]
             break
     state = {}
     for k, v in ckpt.items():
         if not torch.is_tensor(v):
-            raise CheckpointLoadError(
+            raise CheckpointError(
                 f"{source} is neither a state dict nor a dict with 'model'/'module': key {k!r} is a {type(v).__name__}"
             )
         for prefix in _WRAPPER_PREFIXES:
@@ -83,7 +106,7 @@ def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, T
                 k = k[len(prefix) :]
         state[k] = v
     if not state:
-        raise CheckpointLoadError(f"{source} contains no tensors")
+        raise CheckpointError(f"{source} contains no tensors")
     return state
 
 
@@ -119,7 +142,7 @@ def _check_shapes(model: nn.Module, state: Mapping[str, Tensor], source: str) ->
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if bad:
         k = bad[0]
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f"{source} does not fit the model: {k} has shape {tuple(state[k].shape)} in the checkpoint "
             f"but {tuple(own[k].shape)} in the model ({len(bad)} mismatched tensors; checkpoint: {describe(state)}, "
             f"model: {describe(own)}); choose the matching --model / --model_t, --num_frames and --input_size"
@@ -149,7 +172,7 @@ def load_finetune_weights(
     report.missing = list(result.missing_keys)
     missing_trunk = [k for k in report.missing if not k.startswith(("head.", "fc_norm.", "norm."))]
     if missing_trunk or report.unexpected:
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f"{source} does not fit the model: missing {_short(missing_trunk) or 'none'}; "
             f"unexpected {_short(report.unexpected) or 'none'} (checkpoint: {describe(state)})"
         )
@@ -173,7 +196,7 @@ def load_teacher_weights(
     report.missing = sorted(set(own) - set(kept))
     report.unexpected = sorted(set(kept) - set(own))
     if report.missing or report.unexpected:
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f"{source} does not fit the teacher model: missing {_short(report.missing) or 'none'}; "
             f"unexpected {_short(report.unexpected) or 'none'} (checkpoint: {describe(state)}, "
             f"teacher: {describe(own)}); pass a VideoMAE pre-training checkpoint matching --model_t"

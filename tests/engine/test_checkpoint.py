@@ -119,10 +119,10 @@ def test_load_corrupt_files(tmp_path: Path, content: bytes | str) -> None:
 
 def test_state_dict_from_checkpoint() -> None:
     w = {"a.weight": torch.ones(2)}
-    assert state_dict_from_checkpoint({"model": w, "epoch": 3}) is w
-    assert state_dict_from_checkpoint({"module": w}) is w
-    assert state_dict_from_checkpoint(w) is w
-    with pytest.raises(CheckpointError, match="bare state dict"):
+    for ckpt in ({"model": w, "epoch": 3}, {"module": w}, w, {"module.a.weight": w["a.weight"]}):
+        got = state_dict_from_checkpoint(ckpt)
+        assert list(got) == ["a.weight"] and got["a.weight"] is w["a.weight"]
+    with pytest.raises(CheckpointError, match="neither a state dict"):
         state_dict_from_checkpoint({"epoch": 3})
     with pytest.raises(CheckpointError, match="'model'"):
         state_dict_from_checkpoint({"model": [1, 2]})
