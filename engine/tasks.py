@@ -7,6 +7,7 @@ teacher is held outside its parameters (frozen, eval mode, never wrapped, never 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ class DistillTask(nn.Module):
         student: PretrainVisionTransformer,
         teacher: PretrainVisionTransformer,
         heads: MMKDLoss,
-        teacher_autocast: contextlib.AbstractContextManager | None = None,
+        teacher_autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     ):
         super().__init__()
         self.student = student
@@ -77,7 +78,7 @@ class DistillTask(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, mask = batch["video"], batch["mask"]
         need_attn = self.heads.needs_attention
-        with torch.no_grad(), self._teacher_autocast or contextlib.nullcontext():
+        with torch.no_grad(), (self._teacher_autocast or contextlib.nullcontext)():
             out_t = self.teacher.encode(video, mask, return_attention=need_attn)
         out_s = self.student.encode(video, mask, return_attention=need_attn)
         # the objectives run in float32 whatever the encoders' precision (softmaxes over 1e3 logits)

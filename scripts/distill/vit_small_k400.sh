@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# MMKD on Kinetics-400: ViT-S student, VideoMAE ViT-B (1600 ep) teacher, 400 epochs, 8 GPUs x 64.
+# Fine-tuned with scripts/finetune/vit_small_k400.sh: 78.7 top-1 (16x5x3) in the paper.
+# Env: DATA_PATH (folder with train.csv), OUTPUT_DIR, TEACHER, GPUS (8), MASTER_PORT (12320),
+#      LAUNCHER (torchrun | slurm). Extra arguments are appended and override these flags.
+set -euo pipefail
+DATASET="Kinetics-400"
+TEACHER_NAME="the VideoMAE ViT-B Kinetics-400 pre-training checkpoint (1600 epochs)"
+ROW_FLAGS=(--model pretrain_videomae_small_patch16_224 --mask_ratio 0.9 --lr 1.5e-4 --save_ckpt_freq 20
+  --beta_kd1 0.1 --beta_kd2 3 --gamma 0.1)
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"

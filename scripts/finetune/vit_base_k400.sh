@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Fine-tunes the MMKD ViT-B student (scripts/distill/vit_base_k400.sh) on Kinetics-400, 75 epochs.
+# Paper: 81.0 top-1, 16 frames x 5 clips x 3 crops.
+# Env: DATA_PATH (folder with train/val/test.csv), OUTPUT_DIR, CHECKPOINT (student to fine-tune),
+#      GPUS (8), MASTER_PORT (12320), LAUNCHER (torchrun | slurm). Extra arguments override flags.
+set -euo pipefail
+DATASET="Kinetics-400"
+ROW_FLAGS=(--model vit_base_patch16_224 --nb_classes 400 --epochs 75 --lr 1e-3 --warmup_lr 1e-6
+  --layer_decay 0.75 --drop_path 0.1 --fc_drop_rate 0.0 --sampling_rate 4 --test_num_segment 5
+  --save_ckpt_freq 10)
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
