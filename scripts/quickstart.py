@@ -38,7 +38,9 @@ class Stage:
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(ROOT / "quickstart_out"), help="where data, checkpoints, logs and figures go")
+    p.add_argument(
+        "--out", default=str(ROOT / "quickstart_out"), help="where data, checkpoints, logs and figures go"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--smoke", action="store_true", help="tiny settings that only check the path end to end")
     p.add_argument("--scale", type=float, default=1.0, help="multiply videos and epochs (e.g. 4 on a GPU)")
@@ -67,7 +69,13 @@ def run_stage(name: str, cmd: list[str], log: Path) -> Stage:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             fh.write(line)
-            if "Epoch" in line or "test" in line or "error" in line or "validation" in line or "wrote" in line:
+            if (
+                "Epoch" in line
+                or "test" in line
+                or "error" in line
+                or "validation" in line
+                or "wrote" in line
+            ):
                 print("  " + line.rstrip()[:160], flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -128,7 +136,7 @@ def main() -> None:
             "--warmup_epochs", "1", "--lr", "2e-3", "--min_lr", "1e-5", "--layer_decay", "0.9", "--aa", "none",
             "--reprob", "0", "--smoothing", "0.1", "--test_num_segment", "2", "--test_num_crop", "2",
             "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb"),
-            *(["--finetune", init] if init else [])], logs / f"finetune_{tag}.log"))  # fmt: skip
+            *(["--finetune", init] if init else [])], logs / f"finetune_{tag}.log")  # fmt: skip
         stage.result = last_json(odir / "log.txt").get("final_test", {})
         stages.append(stage)
         results[label] = stage.result
@@ -151,7 +159,9 @@ def main() -> None:
         print(f"{s.name:44s} {t1:>7s} {t5:>7s} {s.seconds:7.1f}s {s.peak_mib:9.0f}")
     print("-" * 78)
     print(f"chance top-1: {100 / a.num_classes:.1f}%   total time: {sum(s.seconds for s in stages):.0f}s")
-    print(f"checkpoints: {out}/<stage>/checkpoint-*.pth   logs: {logs}   TensorBoard: tensorboard --logdir {out}")
+    print(
+        f"checkpoints: {out}/<stage>/checkpoint-*.pth   logs: {logs}   TensorBoard: tensorboard --logdir {out}"
+    )
     print(f"figures: {vis_dir}/grid.png (teacher vs student: MM-global, MM-local, MM-hint)")
     (out / "results.json").write_text(json.dumps({k: v for k, v in results.items()}, indent=2))
 
