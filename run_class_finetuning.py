@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.data_set,
             "train",
             num_sample=args.num_sample,
-            auto_augment=args.aa,
+            auto_augment=None if args.aa.lower() in ("", "none") else args.aa,
             reprob=args.reprob,
             **data,
         )

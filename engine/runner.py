@@ -4,6 +4,7 @@ schedules, DDP / DeepSpeed, checkpoint / resume and per-epoch logging."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 from collections.abc import Callable
@@ -217,6 +218,8 @@ class Trainer:
         for epoch in range(self.start_epoch, args.epochs):
             if isinstance(self.loader.sampler, DistributedSampler):
                 self.loader.sampler.set_epoch(epoch)
+            if hasattr(self.loader.dataset, "set_epoch"):  # clips, crops and masks are drawn per (seed, epoch, item)
+                self.loader.dataset.set_epoch(epoch)
             stats = train_one_epoch(
                 self.wrapped,
                 self.loader,
@@ -244,8 +247,29 @@ class Trainer:
                 append_json_line(Path(args.output_dir) / "log.txt", record)
             self.tb.flush()
             history.append(record)
+            if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:
+                print(f"stopping after epoch {epoch} (--stop_after_epoch); relaunch the same command to resume")
+                break
         self.tb.close()
+        self._check_ranks_agree()
         return history
+
+    def _check_ranks_agree(self) -> None:
+        """Data-parallel replicas must end bit-identical; say so (or fail loudly) on every run."""
+        digest = weights_digest(self.task.checkpoint_state())
+        digests = all_gather_object(digest)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+        print(f"final weights identical on all {len(digests)} rank(s) (sha1 {digest[:12]})")
+
+
+def weights_digest(state: dict) -> str:
+    """sha1 over the bytes of every tensor of a state dict, in key order."""
+    h = hashlib.sha1()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def prepare_output(args: argparse.Namespace, env: DistEnv) -> None:

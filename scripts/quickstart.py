@@ -44,17 +44,18 @@ def parse() -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--smoke", action="store_true", help="tiny settings that only check the path end to end")
     p.add_argument("--scale", type=float, default=1.0, help="multiply videos and epochs (e.g. 4 on a GPU)")
-    p.add_argument("--num_classes", type=int, default=4)
-    p.add_argument("--videos_per_class", type=int, default=24)
+    p.add_argument("--num_classes", type=int, default=5)
+    p.add_argument("--videos_per_class", type=int, default=40)
     p.add_argument("--input_size", type=int, default=64)
     p.add_argument("--num_frames", type=int, default=8)
-    p.add_argument("--pretrain_epochs", type=int, default=12)
-    p.add_argument("--distill_epochs", type=int, default=12)
-    p.add_argument("--finetune_epochs", type=int, default=10)
+    p.add_argument("--pretrain_epochs", type=int, default=40)
+    p.add_argument("--distill_epochs", type=int, default=40)
+    p.add_argument("--finetune_epochs", type=int, default=30)
+    p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args()
     if args.smoke:
-        args.num_classes, args.videos_per_class = 3, 4
+        args.num_classes, args.videos_per_class, args.batch_size = 3, 4, 2
         args.pretrain_epochs = args.distill_epochs = args.finetune_epochs = 1
     for name in ("videos_per_class", "pretrain_epochs", "distill_epochs", "finetune_epochs"):
         setattr(args, name, max(1, round(getattr(args, name) * args.scale)))
@@ -109,7 +110,7 @@ def main() -> None:
         odir = out / name
         stages.append(run_stage(f"VideoMAE pre-train ({model})", py + ["run_mae_pretraining.py", *common,
             "--data_path", str(data / "pretrain.csv"), "--model", model, "--decoder_depth", "1",
-            "--mask_ratio", "0.75", "--batch_size", "8", "--epochs", str(epochs), "--warmup_epochs", "1",
+            "--mask_ratio", "0.75", "--batch_size", str(a.batch_size), "--epochs", str(epochs), "--warmup_epochs", "1",
             "--lr", "1e-3", "--min_lr", "1e-5", "--save_ckpt_freq", "1000", "--output_dir", str(odir),
             "--log_dir", str(odir / "tb")], logs / f"{name}.log"))  # fmt: skip
         return str(odir / f"checkpoint-{epochs - 1}.pth")
@@ -119,7 +120,7 @@ def main() -> None:
     stages.append(run_stage("MMKD distillation (pico <- nano)", py + ["run_mmkd_distill.py", *common,
         "--data_path", str(data / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",
         "--model_t", "pretrain_videomae_nano_patch8", "--path_t", teacher, "--distill", "hybrid",
-        "--mask_ratio", "0.75", "--num_k", "4", "--num_f", "8", "--batch_size", "8",
+        "--mask_ratio", "0.75", "--num_k", "4", "--num_f", "8", "--batch_size", str(a.batch_size),
         "--epochs", str(a.distill_epochs), "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-5",
         "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb")],
         logs / "student_mmkd.log"))  # fmt: skip
@@ -132,7 +133,7 @@ def main() -> None:
         odir = out / f"finetune_{tag}"
         stage = run_stage(f"fine-tune + test: {label}", py + ["run_class_finetuning.py", *common,
             "--data_path", str(data), "--data_set", "UCF101", "--nb_classes", str(a.num_classes),
-            "--model", "vit_pico_patch8", "--batch_size", "8", "--num_sample", "1", "--epochs", str(a.finetune_epochs),
+            "--model", "vit_pico_patch8", "--batch_size", str(a.batch_size), "--num_sample", "1", "--epochs", str(a.finetune_epochs),
             "--warmup_epochs", "1", "--lr", "2e-3", "--min_lr", "1e-5", "--layer_decay", "0.9", "--aa", "none",
             "--reprob", "0", "--smoothing", "0.1", "--test_num_segment", "2", "--test_num_crop", "2",
             "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb"),
@@ -150,14 +151,14 @@ def main() -> None:
         "--idx", "2", "--idx_f", "1", "--num_k", "4", "--num_f", "8", "--mask_ratio", "0.75"],
         logs / "vis.log"))  # fmt: skip
 
-    print("\n" + "=" * 78)
-    print(f"{'stage':44s} {'top-1':>7s} {'top-5':>7s} {'time':>8s} {'peak MiB':>9s}")
-    print("-" * 78)
+    print("\n" + "=" * 86)
+    print(f"{'stage':52s} {'top-1':>7s} {'top-5':>7s} {'time':>8s} {'peak MiB':>9s}")
+    print("-" * 86)
     for s in stages:
         t1 = f"{s.result['top1']:.1f}" if s.result else ""
         t5 = f"{s.result['top5']:.1f}" if s.result else ""
-        print(f"{s.name:44s} {t1:>7s} {t5:>7s} {s.seconds:7.1f}s {s.peak_mib:9.0f}")
-    print("-" * 78)
+        print(f"{s.name:52s} {t1:>7s} {t5:>7s} {s.seconds:7.1f}s {s.peak_mib:9.0f}")
+    print("-" * 86)
     print(f"chance top-1: {100 / a.num_classes:.1f}%   total time: {sum(s.seconds for s in stages):.0f}s")
     print(
         f"checkpoints: {out}/<stage>/checkpoint-*.pth   logs: {logs}   TensorBoard: tensorboard --logdir {out}"

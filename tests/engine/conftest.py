@@ -1,0 +1,69 @@
+"""Generated videos and a tiny VideoMAE teacher checkpoint for the end-to-end engine tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import models  # noqa: F401
+from datasets.synthetic import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+# every run: 8 frames of 32x32 at stride 2, pico/nano presets (patch 8: 4x4x4 = 64 tokens)
+CLIP = ["--num_frames", "8", "--sampling_rate", "2", "--input_size", "32", "--device", "cpu", "--num_workers", "0"]
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> Path:
+    """3 classes x 6 videos of 24 frames (train 4 / val 1 / test 1 per class)."""
+    out = tmp_path_factory.mktemp("videos")
+    make_synthetic_dataset(
+        out, num_classes=3, videos_per_class=6, num_frames=24, width=48, height=40, seed=1,
+        val_fraction=1 / 6, test_fraction=1 / 6, workers=1,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    """A VideoMAE-format pre-training checkpoint (encoder + decoder) of the nano preset."""
+    torch.manual_seed(0)
+    model = timm.create_model("pretrain_videomae_nano_patch8", img_size=32, num_frames=8, decoder_depth=1)
+    path = tmp_path_factory.mktemp("teacher") / "videomae_nano.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def distill_argv(videos: Path, teacher: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        *CLIP, "--data_path", str(videos / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",
+        "--model_t", "pretrain_videomae_nano_patch8", "--path_t", str(teacher), "--mask_ratio", "0.5",
+        "--num_k", "3", "--num_f", "4", "--batch_size", "4", "--epochs", "2", "--warmup_epochs", "1",
+        "--lr", "1e-3", "--no_lr_scale", "--output_dir", str(out), "--save_ckpt_freq", "1", "--print_freq", "100",
+        *extra,
+    ]  # fmt: skip
+
+
+def finetune_argv(videos: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        *CLIP, "--data_path", str(videos), "--data_set", "UCF101", "--nb_classes", "3", "--model", "vit_pico_patch8",
+        "--batch_size", "4", "--num_sample", "1", "--epochs", "1", "--warmup_epochs", "0", "--lr", "1e-3",
+        "--no_lr_scale", "--aa", "none", "--reprob", "0", "--test_num_segment", "2", "--test_num_crop", "2",
+        "--output_dir", str(out), "--print_freq", "100", *extra,
+    ]  # fmt: skip
+
+
+def run_script(script: str, argv: list[str], *, torchrun: int = 0, timeout: int = 600, env: dict | None = None):
+    """Runs an entry point in a fresh process (as a user would); returns the CompletedProcess."""
+    cmd = [sys.executable, "-u"]
+    if torchrun:
+        cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+    cmd += [str(ROOT / script), *argv]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -1,0 +1,87 @@
+"""The three entry points end to end on generated videos (CPU, tiny presets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine.runner import weights_digest
+from tests.engine.conftest import distill_argv, finetune_argv, run_script
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _log(out):
+    return [json.loads(x) for x in (out / "log.txt").read_text().splitlines()]
+
+
+def test_pretraining_end_to_end(videos, tmp_path):
+    out = tmp_path / "pre"
+    argv = [
+        "--num_frames", "8", "--sampling_rate", "2", "--input_size", "32", "--device", "cpu", "--num_workers", "0",
+        "--data_path", str(videos / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8", "--decoder_depth", "1",
+        "--mask_ratio", "0.75", "--batch_size", "4", "--epochs", "2", "--warmup_epochs", "1", "--lr", "1e-3",
+        "--no_lr_scale", "--output_dir", str(out), "--log_dir", str(out / "tb"), "--save_ckpt_freq", "1",
+    ]  # fmt: skip
+    _ok(run_script("run_mae_pretraining.py", argv))
+    ckpt = torch.load(out / "checkpoint-1.pth", weights_only=True)
+    assert ckpt["epoch"] == 1 and "optimizer" in ckpt and "rng" in ckpt
+    assert any(k.startswith("decoder.") for k in ckpt["model"])  # VideoMAE key layout
+    assert [r["epoch"] for r in _log(out)] == [0, 1]
+    assert json.loads((out / "args.json").read_text())["model"] == "pretrain_videomae_pico_patch8"
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+
+
+def test_distill_resume_equals_uninterrupted_run(videos, teacher_ckpt, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, full)))
+    # stop after epoch 0 (as if killed during epoch 1), then relaunch the same command
+    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, part, "--stop_after_epoch", "0")))
+    assert not (part / "checkpoint-1.pth").exists()
+    proc = _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, part)))
+    assert "resumed from" in proc.stdout
+    a = torch.load(full / "checkpoint-1.pth", weights_only=True)["model"]
+    b = torch.load(part / "checkpoint-1.pth", weights_only=True)["model"]
+    assert set(a) == set(b) and any(k.startswith("heads.") for k in a)
+    assert weights_digest(a) == weights_digest(b)
+    record = _log(full)[-1]
+    for term in ("loss", "hint", "relation", "global", "local"):
+        assert f"train_{term}" in record
+
+
+def test_finetune_train_eval_test_from_distilled_student(videos, teacher_ckpt, tmp_path):
+    dist = tmp_path / "dist"
+    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, dist, "--epochs", "1")))
+    out = tmp_path / "ft"
+    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, out, "--finetune", str(dist / "checkpoint-0.pth"))))
+    assert "expected-unused" in proc.stdout  # heads.* dropped by name
+    final = _log(out)[-1]["final_test"]
+    assert final["num_videos"] == 3 and 0 <= final["top1"] <= 100
+    lines = (out / "test_views" / "0.txt").read_text().splitlines()
+    assert len(lines) == 1 + 3 * 2 * 2  # header + videos x clips x crops
+    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / "ev", "--eval", "--finetune", str(out / "checkpoint-0.pth"))))
+    assert "validation: top-1" in proc.stdout
+    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / "te", "--test", "--finetune", str(out / "checkpoint-0.pth"))))
+    assert "multi-view test: top-1" in proc.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_distillation_identical_weights(videos, teacher_ckpt, tmp_path):
+    proc = _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, tmp_path / "ddp", "--batch_size", "2"), torchrun=2))
+    assert "final weights identical on all 2 rank(s)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_deepspeed_finetuning(videos, tmp_path):
+    out = tmp_path / "ds"
+    argv = finetune_argv(videos, out, "--enable_deepspeed", "--batch_size", "2", "--dist_eval")
+    proc = _ok(run_script("run_class_finetuning.py", argv, torchrun=2))
+    assert "final weights identical on all 2 rank(s)" in proc.stdout
+    ckpt = torch.load(out / "checkpoint-0.pth", weights_only=True)
+    assert ckpt["deepspeed_tag"] == "epoch-0" and (out / "deepspeed" / "epoch-0").is_dir()
+    assert "multi-view test: top-1" in proc.stdout
