@@ -99,7 +99,12 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default="fp32")
     g.add_argument("--print_freq", type=int, default=10)
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="debug: cut epochs short (0 = full)")
-    g.add_argument("--stop_after_epoch", type=int, default=None, help="end the job after this epoch (time-limited queues); resume later")
+    g.add_argument(
+        "--stop_after_epoch",
+        type=int,
+        default=None,
+        help="end the job after this epoch (time-limited queues); resume later",
+    )
     g.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
     g.add_argument("--enable_deepspeed", action="store_true")
     g.add_argument("--zero_stage", type=int, default=0, choices=(0, 1, 2))

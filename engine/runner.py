@@ -218,7 +218,9 @@ class Trainer:
         for epoch in range(self.start_epoch, args.epochs):
             if isinstance(self.loader.sampler, DistributedSampler):
                 self.loader.sampler.set_epoch(epoch)
-            if hasattr(self.loader.dataset, "set_epoch"):  # clips, crops and masks are drawn per (seed, epoch, item)
+            if hasattr(
+                self.loader.dataset, "set_epoch"
+            ):  # clips, crops and masks are drawn per (seed, epoch, item)
                 self.loader.dataset.set_epoch(epoch)
             stats = train_one_epoch(
                 self.wrapped,
@@ -248,7 +250,9 @@ class Trainer:
             self.tb.flush()
             history.append(record)
             if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:
-                print(f"stopping after epoch {epoch} (--stop_after_epoch); relaunch the same command to resume")
+                print(
+                    f"stopping after epoch {epoch} (--stop_after_epoch); relaunch the same command to resume"
+                )
                 break
         self.tb.close()
         self._check_ranks_agree()

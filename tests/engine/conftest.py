@@ -16,7 +16,18 @@ from datasets.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 # every run: 8 frames of 32x32 at stride 2, pico/nano presets (patch 8: 4x4x4 = 64 tokens)
-CLIP = ["--num_frames", "8", "--sampling_rate", "2", "--input_size", "32", "--device", "cpu", "--num_workers", "0"]
+CLIP = [
+    "--num_frames",
+    "8",
+    "--sampling_rate",
+    "2",
+    "--input_size",
+    "32",
+    "--device",
+    "cpu",
+    "--num_workers",
+    "0",
+]
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +70,9 @@ def finetune_argv(videos: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def run_script(script: str, argv: list[str], *, torchrun: int = 0, timeout: int = 600, env: dict | None = None):
+def run_script(
+    script: str, argv: list[str], *, torchrun: int = 0, timeout: int = 600, env: dict | None = None
+):
     """Runs an entry point in a fresh process (as a user would); returns the CompletedProcess."""
     cmd = [sys.executable, "-u"]
     if torchrun:

@@ -41,7 +41,9 @@ def test_distill_resume_equals_uninterrupted_run(videos, teacher_ckpt, tmp_path)
     full, part = tmp_path / "full", tmp_path / "part"
     _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, full)))
     # stop after epoch 0 (as if killed during epoch 1), then relaunch the same command
-    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, part, "--stop_after_epoch", "0")))
+    _ok(
+        run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, part, "--stop_after_epoch", "0"))
+    )
     assert not (part / "checkpoint-1.pth").exists()
     proc = _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, part)))
     assert "resumed from" in proc.stdout
@@ -58,21 +60,42 @@ def test_finetune_train_eval_test_from_distilled_student(videos, teacher_ckpt, t
     dist = tmp_path / "dist"
     _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, dist, "--epochs", "1")))
     out = tmp_path / "ft"
-    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, out, "--finetune", str(dist / "checkpoint-0.pth"))))
+    proc = _ok(
+        run_script(
+            "run_class_finetuning.py",
+            finetune_argv(videos, out, "--finetune", str(dist / "checkpoint-0.pth")),
+        )
+    )
     assert "expected-unused" in proc.stdout  # heads.* dropped by name
     final = _log(out)[-1]["final_test"]
     assert final["num_videos"] == 3 and 0 <= final["top1"] <= 100
     lines = (out / "test_views" / "0.txt").read_text().splitlines()
     assert len(lines) == 1 + 3 * 2 * 2  # header + videos x clips x crops
-    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / "ev", "--eval", "--finetune", str(out / "checkpoint-0.pth"))))
+    proc = _ok(
+        run_script(
+            "run_class_finetuning.py",
+            finetune_argv(videos, tmp_path / "ev", "--eval", "--finetune", str(out / "checkpoint-0.pth")),
+        )
+    )
     assert "validation: top-1" in proc.stdout
-    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / "te", "--test", "--finetune", str(out / "checkpoint-0.pth"))))
+    proc = _ok(
+        run_script(
+            "run_class_finetuning.py",
+            finetune_argv(videos, tmp_path / "te", "--test", "--finetune", str(out / "checkpoint-0.pth")),
+        )
+    )
     assert "multi-view test: top-1" in proc.stdout
 
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_distillation_identical_weights(videos, teacher_ckpt, tmp_path):
-    proc = _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, tmp_path / "ddp", "--batch_size", "2"), torchrun=2))
+    proc = _ok(
+        run_script(
+            "run_mmkd_distill.py",
+            distill_argv(videos, teacher_ckpt, tmp_path / "ddp", "--batch_size", "2"),
+            torchrun=2,
+        )
+    )
     assert "final weights identical on all 2 rank(s)" in proc.stdout
 
 
