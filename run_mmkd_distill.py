@@ -8,9 +8,8 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from datasets import build_pretraining_dataset
 from engine import args as cli_args
-from engine.build import build_distill
+from engine.build import build_distill, build_masked_clips
 from engine.cli import run
 from engine.precision import autocast_context
 from engine.runner import Trainer, make_loader, prepare_output, setup
@@ -24,20 +23,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"teacher {args.model_t} from {args.path_t}: {report}")
     teacher_autocast = partial(autocast_context, env.device, args.teacher_precision)
     task = DistillTask(student, teacher, heads, teacher_autocast=teacher_autocast)
-    dataset = build_pretraining_dataset(
-        args.data_path,
-        root=args.data_root,
-        num_frames=args.num_frames,
-        sampling_rate=args.sampling_rate,
-        input_size=args.input_size,
-        patch_size=student.patch_size,
-        tubelet_size=student.tubelet_size,
-        mask_type=args.mask_type,
-        mask_ratio=args.mask_ratio,
-        decoder=args.decoder,
-        max_bad_fraction=args.max_bad_fraction,
-        seed=args.seed,
-    )
+    dataset = build_masked_clips(args, student)
     loader = make_loader(dataset, args, env, train=True)
     prepare_output(args, env)
     return Trainer(args, env, task, loader).fit()

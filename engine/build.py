@@ -149,3 +149,23 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
         except CheckpointError as err:
             raise UsageError(str(err)) from None
     return model, report
+
+
+def build_masked_clips(args: argparse.Namespace, model: PretrainVisionTransformer):
+    """The pre-training / distillation dataset: masked clips tokenised like ``model``."""
+    from datasets import build_pretraining_dataset
+
+    return build_pretraining_dataset(
+        args.data_path,
+        root=args.data_root,
+        num_frames=args.num_frames,
+        sampling_rate=args.sampling_rate,
+        input_size=args.input_size,
+        patch_size=model.patch_size,
+        tubelet_size=model.tubelet_size,
+        mask_type=args.mask_type,
+        mask_ratio=args.mask_ratio,
+        decoder=args.decoder,
+        max_bad_fraction=args.max_bad_fraction,
+        seed=args.seed,
+    )
