@@ -108,3 +108,15 @@ def test_torchrun_two_ranks_deepspeed_finetuning(videos, tmp_path):
     ckpt = torch.load(out / "checkpoint-0.pth", weights_only=True)
     assert ckpt["deepspeed_tag"] == "epoch-0" and (out / "deepspeed" / "epoch-0").is_dir()
     assert "multi-view test: top-1" in proc.stdout
+
+
+@pytest.mark.slow
+def test_deepspeed_distillation_two_ranks_stop_and_resume(videos, teacher_ckpt, tmp_path):
+    out = tmp_path / "ds_distill"
+    argv = distill_argv(videos, teacher_ckpt, out, "--enable_deepspeed", "--batch_size", "2")
+    _ok(run_script("run_mmkd_distill.py", [*argv, "--stop_after_epoch", "0"], torchrun=2))
+    assert (out / "checkpoint-0.pth").is_file() and not (out / "checkpoint-1.pth").exists()
+    proc = _ok(run_script("run_mmkd_distill.py", argv, torchrun=2))
+    assert "resumed from" in proc.stdout and "final weights identical on all 2 rank(s)" in proc.stdout
+    state = torch.load(out / "checkpoint-1.pth", weights_only=True)["model"]
+    assert any(k.startswith("heads.") for k in state) and any(k.startswith("student.") for k in state)
