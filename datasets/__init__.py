@@ -1,0 +1,26 @@
+"""Video data for VideoMAE pre-training, MMKD distillation and fine-tuning (spec §2 and §6).
+
+One module per concern: :mod:`.annotations` (list files), :mod:`.decoding` / :mod:`.frames`
+(decord, PyAV, frame folders), :mod:`.sampling` (which frames), :mod:`.crops` and
+:mod:`.transforms` (+ :mod:`.rand_augment`, :mod:`.random_erasing`), :mod:`.masking`,
+:mod:`.bad_data`, the datasets (:mod:`.pretrain`, :mod:`.classification`), :mod:`.builders`,
+:mod:`.collate`, and :mod:`.synthetic` (a generated action-recognition set).
+"""
+
+from .builders import DATASET_CLASSES, build_dataset, build_pretraining_dataset
+from .collate import collate_batch
+from .errors import AnnotationError, BadDataError, VideoDecodeError
+from .masking import RandomMaskingGenerator, TubeMaskingGenerator, build_mask_generator
+
+__all__ = [
+    "DATASET_CLASSES",
+    "AnnotationError",
+    "BadDataError",
+    "RandomMaskingGenerator",
+    "TubeMaskingGenerator",
+    "VideoDecodeError",
+    "build_dataset",
+    "build_mask_generator",
+    "build_pretraining_dataset",
+    "collate_batch",
+]

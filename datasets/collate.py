@@ -1,0 +1,46 @@
+"""One DataLoader ``collate_fn`` for pre-training, train, val and test items."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+
+def collate_batch(items: Sequence[dict[str, object]]) -> dict[str, object]:
+    """Stack a list of item dicts into a batch dict.
+
+    Tensors are stacked, ints / bools / floats become tensors, strings stay lists. Videos with
+    ``num_sample`` views, ``[B, V, 3, T, H, W]``, are flattened to ``[B·V, 3, T, H, W]`` and the
+    labels (``[B, V]`` or ``[B]``) flattened / repeated to ``[B·V]`` to match.
+    """
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    batch = {key: _stack([item[key] for item in items], key) for key in items[0]}
+    video = batch.get("video")
+    if isinstance(video, torch.Tensor) and video.dim() == 6:
+        views = video.shape[1]
+        batch["video"] = video.flatten(0, 1)
+        label = batch.get("label")
+        if isinstance(label, torch.Tensor):
+            batch["label"] = label.flatten() if label.dim() == 2 else label.repeat_interleave(views)
+    return batch
+
+
+def _stack(values: list[object], key: str) -> object:
+    first = values[0]
+    if isinstance(first, (torch.Tensor, np.ndarray)):
+        # default_collate stacks straight into shared memory inside a worker, saving a full copy
+        # of the batch when it is sent to the main process.
+        return default_collate(values)
+    if isinstance(first, bool):  # before int: bool is an int subclass
+        return torch.tensor(values, dtype=torch.bool)
+    if isinstance(first, int):
+        return torch.tensor(values, dtype=torch.long)
+    if isinstance(first, float):
+        return torch.tensor(values, dtype=torch.float32)
+    if isinstance(first, str):
+        return list(values)
+    raise TypeError(f"cannot collate field {key!r} of type {type(first).__name__}")

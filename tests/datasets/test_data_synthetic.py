@@ -1,0 +1,128 @@
+"""The generated data set: layout, decodability, determinism, and no class cue in a single frame."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets import decoding
+from datasets.decoding import open_video
+from datasets.synthetic import main, make_synthetic_dataset
+from datasets.synthetic_scene import MOTIONS, SceneRenderer, class_names, motion_track
+
+
+def test_layout(synthetic) -> None:
+    root = Path(synthetic["root"])
+    assert synthetic["classes"] == ["up", "down", "sideways"]
+    assert Path(synthetic["classes_file"]).read_text().split() == ["up", "down", "sideways"]
+    counts = {}
+    for split in ("train", "val", "test", "pretrain"):
+        lines = Path(synthetic[split]).read_text().splitlines()
+        counts[split] = len(lines)
+        for line in lines:
+            path, label = line.rsplit(" ", 1)
+            assert not os.path.isabs(path) and (root / path).is_file()
+            assert synthetic["classes"][int(label)] in path
+    assert counts == {"train": 9, "val": 3, "test": 3, "pretrain": 9}
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    ["pyav", pytest.param("decord", marks=pytest.mark.skipif(decoding.decord is None, reason="no decord"))],
+)
+def test_videos_decode(synthetic, video_path: str, decoder: str) -> None:
+    with open_video(video_path, decoder) as video:
+        assert len(video) == 24
+        frames = video.get_frames(range(24))
+    assert frames.shape == (24, 48, 64, 3)
+    assert frames.float().std() > 20  # real content, not a blank video
+
+
+def test_deterministic_and_independent_of_workers(tmp_path: Path) -> None:
+    kwargs = {"num_classes": 2, "videos_per_class": 2, "num_frames": 8, "width": 32, "height": 32, "seed": 7}
+    one = make_synthetic_dataset(tmp_path / "a", workers=1, **kwargs)
+    two = make_synthetic_dataset(tmp_path / "b", workers=2, **kwargs)
+
+    def digest(root: str) -> dict[str, str]:
+        files = sorted(p for p in Path(root).rglob("*") if p.is_file())
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    assert digest(one["root"]) == digest(two["root"])
+    other = make_synthetic_dataset(tmp_path / "c", workers=1, **{**kwargs, "seed": 8})
+    assert digest(other["root"]) != digest(one["root"])
+
+
+def test_cli(tmp_path: Path, capsys) -> None:
+    main(["--out", str(tmp_path), "--num_classes", "2", "--videos_per_class", "1", "--frames", "4",
+          "--size", "32x24", "--val_fraction", "0", "--test_fraction", "0", "--workers", "1"])  # fmt: skip
+    assert "wrote 2 videos" in capsys.readouterr().out
+    with open_video(tmp_path / "videos" / "down" / "down_0000.mp4", "pyav") as video:
+        assert video.get_frames([0]).shape == (1, 24, 32, 3)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--size", "32by24"])
+
+
+def test_argument_checks(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="even"):
+        make_synthetic_dataset(tmp_path, width=33, height=24)
+    with pytest.raises(ValueError, match="no training video"):
+        make_synthetic_dataset(tmp_path, videos_per_class=2, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_class_names_extend_with_speed() -> None:
+    names = class_names(23)
+    assert names[:10] == list(MOTIONS) and names[10] == "up_x2" and names[22] == "sideways_x3"
+    assert len(set(names)) == 23
+
+
+def test_single_frame_state_does_not_depend_on_class() -> None:
+    """Position, angle and size of the shape in any one frame follow the same law for every class."""
+    width, height, frames = 128, 96, 32
+    stats = []
+    for class_id in range(len(MOTIONS)):
+        states = []
+        for seed in range(1500):
+            track = motion_track(class_id, frames, width, height, np.random.default_rng((seed, class_id)))
+            t = seed % frames  # a different frame each time: first, middle and last frames alike
+            states.append([track.x[t] % width / width, track.y[t] % height / height,
+                           track.angle[t] % (2 * np.pi) / (2 * np.pi), np.log(track.radius[t])])  # fmt: skip
+        states = np.array(states)
+        stats.append(np.concatenate([states.mean(0), states.std(0)]))
+    stats = np.array(stats)
+    # Uniform laws: mean 0.5 / std 0.29 for the wrapped coordinates; the log-size law is shared too.
+    assert np.abs(stats[:, :3] - 0.5).max() < 0.04
+    assert np.abs(stats[:, 4:7] - 0.289).max() < 0.03
+    assert np.ptp(stats[:, 3]) < 0.04 and np.ptp(stats[:, 7]) < 0.03
+
+
+def test_motion_is_visible_between_frames_and_steps_are_small() -> None:
+    width, height, frames = 128, 96, 32
+    for class_id, motion in enumerate(MOTIONS):
+        track = motion_track(class_id, frames, width, height, np.random.default_rng(0))
+        moved = np.hypot(np.diff(track.x), np.diff(track.y))
+        resized = np.abs(np.diff(np.log(track.radius)))
+        turned = np.abs(np.diff(track.angle))
+        assert moved.mean() > 1 or resized.mean() > 0.015 or turned.mean() > 0.05, motion
+        # Small steps (outside the size wrap-around) keep the motion followable by small kernels.
+        assert moved.max() < 3 and turned.max() < 0.15 and np.median(resized) < 0.05, motion
+    up = motion_track(0, frames, width, height, np.random.default_rng(0))
+    assert (np.diff(up.y) < 0).all()
+
+
+def test_rendered_first_frames_look_alike_across_classes() -> None:
+    """Mean colour and spread of a first frame have overlapping distributions for every class."""
+    per_class = []
+    for class_id in range(len(MOTIONS)):
+        means = [
+            SceneRenderer(class_id, 16, 64, 48, np.random.default_rng((seed, class_id)))
+            .frames(0, 1)[0]
+            .mean()
+            for seed in range(40)
+        ]
+        per_class.append((np.mean(means), np.std(means)))
+    centres, spreads = np.array(per_class).T
+    assert np.ptp(centres) < 1.5 * spreads.mean()
