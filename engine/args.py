@@ -228,6 +228,18 @@ def _writable_dir(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
+def _check_readable_checkpoint(option: str, path: str) -> None:
+    from models.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        read_checkpoint(path, mmap=True)  # memory-mapped: checks the file without reading every tensor
+    except CheckpointError:
+        try:  # mmap refuses some valid legacy files too; a full read gives the real reason
+            read_checkpoint(path)
+        except CheckpointError as err:
+            raise UsageError(f"{option}: {err}") from None
+
+
 def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
     """Checks option values and derived quantities; fills derived defaults. Writes nothing."""
     _check(args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}")
@@ -324,6 +336,7 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
             os.path.isfile(args.resume),
             f"--resume {args.resume!r} does not exist; give a checkpoint file or drop --resume",
         )
+        _check_readable_checkpoint("--resume", args.resume)
     if args.output_dir:
         _check(
             _writable_dir(args.output_dir),

@@ -85,7 +85,7 @@ def build_distill(
             teacher, extract_state_dict(read_checkpoint(args.path_t), "--path_t"), f"--path_t {args.path_t}"
         )
     except CheckpointError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(f"--path_t: {err}") from None
     cfg = MMKDConfig(
         mode=args.distill,
         num_k=args.num_k,
@@ -147,7 +147,7 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
             state = extract_state_dict(read_checkpoint(args.finetune), "--finetune")
             report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
         except CheckpointError as err:
-            raise UsageError(str(err)) from None
+            raise UsageError(f"--finetune: {err}") from None
     return model, report
 
 

@@ -25,16 +25,24 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def one_line(err: BaseException) -> str:
+    """The error's own message on one line (DataLoader workers wrap it in their traceback)."""
+    text = str(err).strip()
+    if "Original Traceback" in text:  # torch.utils.data re-raise: the original message is the last line
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Calls ``main(argv)``; maps known failures to an exit code and a one-line message."""
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "mmkd"
     try:
         main(argv)
     except UsageError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except _expected_errors() as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(
@@ -42,4 +50,10 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
             file=sys.stderr,
         )
         return 130
+    finally:
+        # a process that exits with a live process group can abort in the C++ teardown
+        # ("terminate called without an active exception", SIGABRT) when it hosts the store
+        from engine.distributed import cleanup
+
+        cleanup()
     return 0

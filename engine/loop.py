@@ -106,8 +106,9 @@ def train_one_epoch(
         with cfg.autocast():
             losses = (engine or task)(batch)
         _check_finite(losses)
-        grad_norm, loss_scale = _backward_step(losses["loss"], task, optimizer, params, cfg)
+        grad_norm, loss_scale, skipped = _backward_step(losses["loss"], task, optimizer, params, cfg)
         state.global_step += 1
+        state.skipped_steps += int(skipped)
 
         n = len(batch["video"])
         meters.update(n=n, **{k: v.detach() for k, v in losses.items()})
@@ -144,15 +145,17 @@ def _check_bad_fraction(state: EpochState, limit: float) -> None:
         )
 
 
-def _backward_step(loss, task, optimizer, params, cfg: StepConfig) -> tuple[float, float | None]:
-    """Backward + (clipped) optimiser step. Returns (grad norm, loss scale or None)."""
+def _backward_step(loss, task, optimizer, params, cfg: StepConfig) -> tuple[float, float | None, bool]:
+    """Backward + (clipped) optimiser step. Returns (grad norm, loss scale or None, step skipped)."""
     engine = cfg.deepspeed_engine
     if engine is not None:
+        skips_before = getattr(engine, "skipped_steps", 0)  # DeepSpeed counts its fp16 overflow skips
         engine.backward(loss)
         engine.step()
         norm = engine.get_global_grad_norm()
         scale = getattr(engine.optimizer, "cur_scale", None) if engine.fp16_enabled() else None
-        return float(norm) if norm is not None else 0.0, scale
+        skipped = getattr(engine, "skipped_steps", 0) > skips_before
+        return float(norm) if norm is not None else 0.0, scale, skipped
     optimizer.zero_grad(set_to_none=True)
     scaler = cfg.scaler
     if scaler is not None and scaler.is_enabled():
@@ -162,13 +165,14 @@ def _backward_step(loss, task, optimizer, params, cfg: StepConfig) -> tuple[floa
         before = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
-        if scaler.get_scale() < before:  # inf/NaN gradients: the scaler skipped this step
+        skipped = scaler.get_scale() < before  # inf/NaN gradients: the scaler skipped this step
+        if skipped:
             print(f"fp16 overflow: step skipped, loss scale {before:g} -> {scaler.get_scale():g}")
-        return norm, scaler.get_scale()
+        return norm, scaler.get_scale(), skipped
     loss.backward()
     norm = _clip(params, cfg.clip_grad)
     optimizer.step()
-    return norm, None
+    return norm, None, False
 
 
 def _clip(params: list[Tensor], clip_grad: float | None) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 from collections.abc import Callable
@@ -180,6 +181,7 @@ class Trainer:
                 self.ckpt.cleanup_temp()
             path = self.ckpt.latest()
         if path is None:
+            self._trim_log(self.start_epoch)  # a fresh start: lines of an earlier, unsaved attempt go
             return
         ckpt = load_checkpoint(path)
         self.task.load_checkpoint_state(ckpt["model"])
@@ -193,12 +195,25 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
+        self._trim_log(self.start_epoch)
         self.state.global_step = int(ckpt.get("global_step", 0))
         self.best = ckpt.get("best")
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == self.env.world_size:
             set_rng_state(rng[self.env.rank])
         print(f"resumed from {path} (epoch {ckpt['epoch']}); continuing at epoch {self.start_epoch}")
+
+    def _trim_log(self, start_epoch: int) -> None:
+        """Drops log.txt lines of epochs that will run again (a kill after logging, before saving)."""
+        log = Path(self.args.output_dir or ".") / "log.txt"
+        if not (self.env.is_main and self.args.output_dir and log.is_file()):
+            return
+        lines = log.read_text().splitlines(keepends=True)
+        kept = [x for x in lines if json.loads(x).get("epoch", -1) < start_epoch] if lines else []
+        if len(kept) != len(lines):
+            tmp = log.with_name(".log.txt.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, log)
 
     # ----- epochs ------------------------------------------------------------------------
     def fit(self) -> list[dict]:
@@ -243,10 +258,11 @@ class Trainer:
                 self.best = max(self.best or val["acc1"], val["acc1"])
                 self.tb.update(epoch, **{f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
             last = epoch + 1 == args.epochs
-            if (epoch + 1) % args.save_ckpt_freq == 0 or last or is_best:
-                self.save(epoch, is_best)
+            # the log line goes first: a kill between the two repeats the epoch (and its line) on resume
             if env.is_main and args.output_dir:
                 append_json_line(Path(args.output_dir) / "log.txt", record)
+            if (epoch + 1) % args.save_ckpt_freq == 0 or last or is_best:
+                self.save(epoch, is_best)
             self.tb.flush()
             history.append(record)
             if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,7 +79,8 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
             f"checkpoint {path} contains pickled Python objects that are not plain tensors/containers "
             f"(e.g. {found.group(1)}); refusing to load it (weights_only=True)"
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+    # garbage bytes also break the weights-only unpickler with IndexError / struct.error
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError, struct.error) as exc:
         raise CheckpointError(
             f"checkpoint {path} is truncated, corrupt or not a checkpoint: {type(exc).__name__}: {_first_line(exc)}"
         ) from None

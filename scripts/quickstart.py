@@ -52,6 +52,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--distill_epochs", type=int, default=40)
     p.add_argument("--finetune_epochs", type=int, default=30)
     p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--finetune_lr", type=float, default=2e-3)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args()
     if args.smoke:
@@ -134,7 +135,7 @@ def main() -> None:
         stage = run_stage(f"fine-tune + test: {label}", py + ["run_class_finetuning.py", *common,
             "--data_path", str(data), "--data_set", "UCF101", "--nb_classes", str(a.num_classes),
             "--model", "vit_pico_patch8", "--batch_size", str(a.batch_size), "--num_sample", "1", "--epochs", str(a.finetune_epochs),
-            "--warmup_epochs", "1", "--lr", "2e-3", "--min_lr", "1e-5", "--layer_decay", "0.9", "--aa", "none",
+            "--warmup_epochs", "1", "--lr", str(a.finetune_lr), "--min_lr", "1e-5", "--layer_decay", "0.9", "--aa", "none",
             "--reprob", "0", "--smoothing", "0.1", "--test_num_segment", "2", "--test_num_crop", "2",
             "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb"),
             *(["--finetune", init] if init else [])], logs / f"finetune_{tag}.log")  # fmt: skip

@@ -41,9 +41,12 @@ _LAUNCH_VARS = (
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    saved = dict(os.environ)  # init_distributed writes launcher variables that monkeypatch cannot undo
     for var in _LAUNCH_VARS:
         monkeypatch.delenv(var, raising=False)
     yield
+    os.environ.clear()
+    os.environ.update(saved)
     setup_for_distributed(True)  # tests may silence print
 
 

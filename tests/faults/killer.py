@@ -1,0 +1,192 @@
+"""Test-only launcher: runs an entry point with one injected fault (SIGKILL, NaN, failing save).
+
+    MMKD_FAULT=kill_after_step:4 python tests/faults/killer.py run_mmkd_distill.py <args...>
+
+behaves exactly like ``python run_mmkd_distill.py <args...>`` (the entry point's ``main`` through
+``engine.cli.run``) except that the fault fires at the chosen point. ``MMKD_FAULT`` is
+``<kind>:<n>`` (n counts calls of the hook in this process, from 1):
+
+=====================  ===========================================================================
+kill_before_step:n      SIGKILL before the n-th optimiser step (``engine.loop._backward_step``)
+kill_after_step:n       SIGKILL right after the n-th optimiser step
+kill_mid_save:n         n-th ``torch.save``: write half of the bytes to the temp file, fsync, SIGKILL
+kill_after_rename:n     SIGKILL right after the n-th numbered checkpoint is renamed into place
+kill_load:n             SIGKILL in the n-th clip decode (``read_clip``; data loading)
+kill_eval:n             SIGKILL in the n-th validation item (one-clip evaluation)
+kill_test:n             SIGKILL in the n-th multi-view test item
+nan_after:n             every task forward after the n-th returns a NaN loss term
+save_enospc:n           n-th ``torch.save`` writes some bytes, then raises OSError(ENOSPC)
+save_eacces:n           creating the temp file of the n-th numbered checkpoint raises PermissionError
+=====================  ===========================================================================
+
+``MMKD_FAULT_RANK=r``: only the process with ``RANK`` r is faulty. ``MMKD_FAULT_ONCE=path``: the
+fault fires only while ``path`` does not exist (it is created just before firing), so a relaunch
+(e.g. by ``torchrun --max-restarts``) of the same command runs clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import math
+import os
+import re
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_NUMBERED = re.compile(r"checkpoint-\d+\.pth")
+
+
+def _die() -> None:
+    """SIGKILL this process (output flushed first so the test can show what happened)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # dying anyway
+            stream.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Counter:
+    def __init__(self, n: int, once: str | None):
+        self.n, self.calls, self.once = n, 0, once
+
+    def hit(self) -> bool:
+        """Counts a call; True exactly when the fault must fire now."""
+        self.calls += 1
+        if self.calls != self.n:
+            return False
+        if self.once:
+            if os.path.exists(self.once):
+                return False
+            Path(self.once).touch()
+        return True
+
+
+def install(spec: str, once: str | None = None) -> None:
+    """Patch the hook point named by ``spec`` (``kind:n``) in this process."""
+    kind, _, n = spec.partition(":")
+    counter = _Counter(int(n or 1), once)
+    if kind in ("kill_before_step", "kill_after_step"):
+        import engine.loop
+
+        original = engine.loop._backward_step
+
+        def backward_step(*args, **kwargs):
+            if kind == "kill_before_step" and counter.hit():
+                _die()
+            out = original(*args, **kwargs)
+            if kind == "kill_after_step" and counter.hit():
+                _die()
+            return out
+
+        engine.loop._backward_step = backward_step
+    elif kind in ("kill_mid_save", "save_enospc"):
+        import torch
+
+        original_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            if not counter.hit() or isinstance(f, (str, os.PathLike)):
+                return original_save(obj, f, *args, **kwargs)
+            buf = io.BytesIO()
+            original_save(obj, buf, *args, **kwargs)
+            data = buf.getvalue()
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            if kind == "kill_mid_save":
+                _die()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        torch.save = save
+    elif kind == "save_eacces":
+        original_open = os.open
+
+        def open_(path, flags, *args, **kwargs):
+            name = os.path.basename(os.fspath(path))
+            if name.endswith(".tmp") and _NUMBERED.search(name) and counter.hit():
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return original_open(path, flags, *args, **kwargs)
+
+        os.open = open_
+    elif kind == "kill_after_rename":
+        original_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):
+            original_replace(src, dst, *args, **kwargs)
+            if _NUMBERED.fullmatch(os.path.basename(os.fspath(dst))) and counter.hit():
+                _die()
+
+        os.replace = replace
+    elif kind == "kill_load":
+        import datasets.classification
+        import datasets.pretrain
+
+        original_read = datasets.pretrain.read_clip
+
+        def read_clip(*args, **kwargs):
+            if counter.hit():
+                _die()
+            return original_read(*args, **kwargs)
+
+        datasets.pretrain.read_clip = read_clip
+        datasets.classification.read_clip = read_clip
+    elif kind in ("kill_eval", "kill_test"):
+        from datasets.classification import VideoClsEvalDataset
+
+        original_item = VideoClsEvalDataset.__getitem__
+
+        def getitem(self, index):
+            if self.test == (kind == "kill_test") and counter.hit():
+                _die()
+            return original_item(self, index)
+
+        VideoClsEvalDataset.__getitem__ = getitem
+    elif kind == "nan_after":
+        from engine import tasks
+
+        for cls in (tasks.PretrainTask, tasks.DistillTask, tasks.FinetuneTask):
+            cls.forward = _nan_forward(cls.forward, counter)
+    else:
+        raise SystemExit(f"killer.py: unknown MMKD_FAULT kind {kind!r}")
+
+
+def _nan_forward(original, counter: _Counter):
+    def forward(self, batch):
+        losses = original(self, batch)
+        counter.calls += 1
+        if counter.calls > counter.n:
+            # poison one named term (the first that is not the total) and, through it, the total
+            term = next((k for k in losses if k != "loss"), "loss")
+            losses = dict(losses)
+            losses[term] = losses[term] * math.nan
+            losses["loss"] = losses["loss"] + losses[term]
+        return losses
+
+    return forward
+
+
+def launch(script: str, argv: list[str]) -> int:
+    """Install the fault from the environment, then run ``script``'s ``main`` as its ``__main__`` does."""
+    spec = os.environ.get("MMKD_FAULT")
+    rank = os.environ.get("MMKD_FAULT_RANK")
+    once = os.environ.get("MMKD_FAULT_ONCE")
+    if spec and (rank is None or os.environ.get("RANK", "0") == rank):
+        install(spec, once)
+    sys.argv = [script, *argv]
+    entry = runpy.run_path(str(ROOT / script), run_name="__mmkd_entry__")
+    from engine.cli import run
+
+    return run(entry["main"], argv)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: [MMKD_FAULT=kind:n] python tests/faults/killer.py <entry script> <args...>")
+    sys.exit(launch(sys.argv[1], sys.argv[2:]))
