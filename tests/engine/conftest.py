@@ -41,14 +41,19 @@ def videos(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def teacher_ckpt(tmp_path_factory) -> Path:
-    """A VideoMAE-format pre-training checkpoint (encoder + decoder) of the nano preset."""
+def videomae_checkpoint(size: str, folder: Path) -> Path:
+    """A VideoMAE-format pre-training checkpoint (encoder + decoder) of a tiny preset, seeded."""
     torch.manual_seed(0)
-    model = timm.create_model("pretrain_videomae_nano_patch8", img_size=32, num_frames=8, decoder_depth=1)
-    path = tmp_path_factory.mktemp("teacher") / "videomae_nano.pth"
+    model = timm.create_model(f"pretrain_videomae_{size}_patch8", img_size=32, num_frames=8, decoder_depth=1)
+    path = folder / f"videomae_{size}.pth"
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    """The nano teacher used by the distillation tests."""
+    return videomae_checkpoint("nano", tmp_path_factory.mktemp("teacher"))
 
 
 def distill_argv(videos: Path, teacher: Path, out: Path, *extra: str) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import teacher_ckpt, videos  # noqa: F401  (session fixtures)
+from tests.engine.conftest import teacher_ckpt, videomae_checkpoint, videos  # noqa: F401  (session fixtures)
 from tests.faults.forkserver import ForkServer
 from tests.faults.harness import (
     DISTILL,
@@ -58,14 +58,7 @@ def references(tmp_path_factory, videos, teacher_ckpt):  # noqa: F811
 @pytest.fixture(scope="session")
 def pico_ckpt(tmp_path_factory) -> Path:
     """A VideoMAE-format checkpoint of the pico preset (wrong architecture for --model_t nano)."""
-    import timm
-    import torch
-
-    torch.manual_seed(0)
-    model = timm.create_model("pretrain_videomae_pico_patch8", img_size=32, num_frames=8, decoder_depth=1)
-    path = tmp_path_factory.mktemp("pico") / "videomae_pico.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return videomae_checkpoint("pico", tmp_path_factory.mktemp("pico"))
 
 
 @pytest.fixture(scope="session")
