@@ -100,13 +100,15 @@ def masked_frames(frames: np.ndarray, mask: Tensor, grid: tuple[int, int, int], 
     return firsts
 
 
-def strip(images: np.ndarray, label: str, pad: int = 2) -> Image.Image:
-    """[K, H, W, 3] -> one labelled row image."""
+def strip(images: np.ndarray, label: str, pad: int = 2, min_height: int = 96) -> Image.Image:
+    """[K, H, W, 3] -> one labelled row image; small clips are enlarged (nearest) to ``min_height``."""
     k, h, w, _ = images.shape
+    scale = max(1, -(-min_height // h))
+    h, w = h * scale, w * scale
     label_h = 14
     row = Image.new("RGB", (k * (w + pad) + pad, h + label_h + pad), "white")
     for i, img in enumerate(images):
-        row.paste(Image.fromarray(img), (pad + i * (w + pad), label_h))
+        row.paste(Image.fromarray(img).resize((w, h), Image.NEAREST), (pad + i * (w + pad), label_h))
     ImageDraw.Draw(row).text((pad, 1), label, fill="black")
     return row
 

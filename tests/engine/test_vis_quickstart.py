@@ -36,7 +36,7 @@ def test_vis_writes_images_of_expected_size(videos, teacher_ckpt, tmp_path):
     rows = [p for p in written if not p.endswith("grid.png")]
     for path in rows:
         img = Image.open(path)
-        assert img.size == written[path] and img.size[0] == 4 * (32 + 2) + 2  # 4 temporal slices of 32 px
+        assert img.size == written[path] and img.size[0] == 4 * (96 + 2) + 2  # 4 slices, 32 px shown x3
         assert len(set(img.convert("L").getdata())) > 2  # not blank
     grid = Image.open(next(p for p in written if p.endswith("grid.png")))
     assert grid.size[1] == sum(Image.open(p).size[1] for p in rows)
