@@ -54,7 +54,7 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     )
     g.add_argument("--data_set", default="Kinetics-400", help=f"one of {DATA_SETS}")
     g.add_argument("--num_frames", type=int, default=16)
-    g.add_argument("--sampling_rate", type=int, default=4 if mode != "finetune" else 4)
+    g.add_argument("--sampling_rate", type=int, default=4)
     g.add_argument("--input_size", type=int, default=224)
     g.add_argument("--num_workers", type=int, default=10)
     g.add_argument("--pin_mem", action=argparse.BooleanOptionalAction, default=True)
