@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from datasets import collate_batch
+from engine.args import UsageError
 from engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
 from engine.distributed import DistEnv, all_gather_object, barrier, init_distributed
 from engine.logger import TensorboardLogger, append_json_line, save_args
@@ -51,8 +53,6 @@ def make_loader(
     dataset: Dataset, args: argparse.Namespace, env: DistEnv, train: bool, shard: bool = True
 ) -> DataLoader:
     """Training: shuffled, sharded over ranks, drop_last. Eval: ordered, sharded when ``shard``."""
-    from datasets import collate_batch
-
     if env.distributed and (train or shard):
         sampler = DistributedSampler(
             dataset, env.world_size, env.rank, shuffle=train, seed=args.seed, drop_last=train
@@ -61,8 +61,6 @@ def make_loader(
         sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
     batch_size = args.batch_size
     if train and len(sampler) < batch_size:
-        from engine.args import UsageError
-
         raise UsageError(
             f"--batch_size {batch_size} is larger than the {len(sampler)} training clips per process; lower --batch_size"
         )
@@ -151,7 +149,7 @@ class Trainer:
             "skipped_steps": self.state.skipped_steps,
             "best": self.best,
             "rng": rng,
-            "args": {k: v for k, v in vars(self.args).items()},
+            "args": dict(vars(self.args)),
         }
         if self.ds_engine is None:
             state["optimizer"] = self.optimizer.state_dict()
