@@ -82,6 +82,9 @@ def run_script(
     cmd = [sys.executable, "-u"]
     if torchrun:
         cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+        # torch 2.14's shared rendezvous store now and then aborts (SIGABRT) a 2-rank CPU group at
+        # start-up; one store per launch avoids it (README, troubleshooting)
+        env = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **(env or {})}
     cmd += [str(ROOT / script), *argv]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
