@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from timm.data import Mixup
+from torch.utils.data import Dataset
 
 from datasets import build_dataset
 from engine import args as cli_args
@@ -40,9 +41,12 @@ def build_mixup(args, nb_classes: int) -> Mixup | None:
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = cli_args.parse("finetune", argv)
-    env = setup(args)
+def build_splits(args) -> dict[str, tuple[Dataset, int]]:
+    """The splits this run needs: train (unless --eval/--test), val (unless --test), test (unless --eval).
+
+    Clips stay uint8 (normalised per batch on the device) except training clips with random
+    erasing, which fills with noise in the normalised space and so is normalised in the workers.
+    """
     data = dict(
         data_path=args.data_path,
         root=args.data_root,
@@ -55,17 +59,17 @@ def main(argv: list[str] | None = None) -> dict:
         list_format=args.list_format,
         max_bad_fraction=args.max_bad_fraction,
         seed=args.seed,
+        normalize=False,
     )
-    train_only = not (args.eval or args.test)
     splits = {}
-    if train_only:
+    if not (args.eval or args.test):
         splits["train"] = build_dataset(
             args.data_set,
             "train",
             num_sample=args.num_sample,
             auto_augment=None if args.aa.lower() in ("", "none") else args.aa,
             reprob=args.reprob,
-            **data,
+            **dict(data, normalize=args.reprob > 0),
         )
     if not args.test:
         splits["val"] = build_dataset(args.data_set, "val", **data)
@@ -77,6 +81,14 @@ def main(argv: list[str] | None = None) -> dict:
             test_num_crop=args.test_num_crop,
             **data,
         )
+    return splits
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = cli_args.parse("finetune", argv)
+    env = setup(args)
+    splits = build_splits(args)
+    train_only = "train" in splits
     nb_classes = next(iter(splits.values()))[1]
     model, report = build_classifier(args, nb_classes)
     print(f"model {args.model} ({nb_classes} classes): {report}")

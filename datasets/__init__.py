@@ -11,6 +11,7 @@ from .builders import DATASET_CLASSES, build_dataset, build_pretraining_dataset
 from .collate import collate_batch
 from .errors import AnnotationError, BadDataError, VideoDecodeError
 from .masking import RandomMaskingGenerator, TubeMaskingGenerator, build_mask_generator
+from .transforms import normalize_video
 
 __all__ = [
     "DATASET_CLASSES",
@@ -23,4 +24,5 @@ __all__ = [
     "build_mask_generator",
     "build_pretraining_dataset",
     "collate_batch",
+    "normalize_video",
 ]

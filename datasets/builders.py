@@ -35,11 +35,13 @@ def build_pretraining_dataset(
     decoder: Decoder = "auto",
     max_bad_fraction: float = 0.5,
     seed: int = 0,
+    normalize: bool = True,
 ) -> PretrainDataset:
     """Masked clips for VideoMAE pre-training and MMKD distillation (labels in the list are ignored).
 
     Items: ``{"video": float32 [3, T, S, S], "mask": bool [N], "n_bad": int}`` with T = num_frames,
-    S = input_size, N = (T / tubelet_size) · (S / patch_size)².
+    S = input_size, N = (T / tubelet_size) · (S / patch_size)². ``normalize=False``: ``video`` is
+    the uint8 clip; normalise batches with :func:`datasets.normalize_video` (on the GPU).
     """
     if num_frames % tubelet_size or input_size % patch_size:
         raise ValueError(
@@ -56,7 +58,7 @@ def build_pretraining_dataset(
         seed=seed,
     )
     return PretrainDataset(
-        clips, PretrainTransform(input_size), build_mask_generator(mask_type, grid, mask_ratio)
+        clips, PretrainTransform(input_size, normalize), build_mask_generator(mask_type, grid, mask_ratio)
     )
 
 
@@ -80,6 +82,7 @@ def build_dataset(
     list_format: ListFormat = "auto",
     max_bad_fraction: float = 0.5,
     seed: int = 0,
+    normalize: bool = True,
 ) -> tuple[Dataset, int]:
     """Fine-tuning / evaluation dataset from ``<data_path>/<split>.csv``.
 
@@ -88,6 +91,8 @@ def build_dataset(
         split: ``"train"``, ``"val"`` or ``"test"``.
         nb_classes: overrides the data set's class count; every label must be below it.
         sampling_rate: frame stride (SSV2 uses segment sampling and ignores it).
+        normalize: ``False`` returns uint8 clips, to normalise per batch with
+            :func:`datasets.normalize_video`; the train split then needs ``reprob=0``.
 
     Returns:
         (dataset, nb_classes). Item layouts: see :class:`VideoClsTrainDataset` and
@@ -109,7 +114,9 @@ def build_dataset(
             max_bad_fraction=max_bad_fraction,
             seed=seed,
         )
-        transform = FinetuneTrainTransform(input_size, auto_augment, reprob, flip=not segment_based)
+        transform = FinetuneTrainTransform(
+            input_size, auto_augment, reprob, flip=not segment_based, normalize=normalize
+        )
         dataset: Dataset = VideoClsTrainDataset(clips, transform, num_sample)
     else:
         test = split == "test"
@@ -119,7 +126,9 @@ def build_dataset(
         dataset = VideoClsEvalDataset(
             records,
             sampler=sampler,
-            transform=build_eval_transform(input_size, short_side_size, test_num_crop if test else 1),
+            transform=build_eval_transform(
+                input_size, short_side_size, test_num_crop if test else 1, normalize
+            ),
             test=test,
             num_crops=test_num_crop,
             decoder=decoder,

@@ -86,7 +86,8 @@ class VideoClsEvalDataset(Dataset):
         clip = self._clip(video_index, chunk)
         if isinstance(clip, VideoDecodeError):
             size = self.transform.input_size
-            video, valid = torch.zeros(3, self.sampler.num_frames, size, size), False
+            dtype = torch.float32 if self.transform.normalize else torch.uint8
+            video, valid = torch.zeros(3, self.sampler.num_frames, size, size, dtype=dtype), False
         else:
             video, valid = self.transform(clip, crop if self.test else None), True
         item: dict[str, object] = {

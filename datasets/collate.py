@@ -31,9 +31,9 @@ def collate_batch(items: Sequence[dict[str, object]]) -> dict[str, object]:
 
 def _stack(values: list[object], key: str) -> object:
     first = values[0]
-    if isinstance(first, (torch.Tensor, np.ndarray)):
-        # default_collate stacks straight into shared memory inside a worker, saving a full copy
-        # of the batch when it is sent to the main process.
+    if isinstance(first, torch.Tensor):
+        return _stack_in_memory_order(values)
+    if isinstance(first, np.ndarray):
         return default_collate(values)
     if isinstance(first, bool):  # before int: bool is an int subclass
         return torch.tensor(values, dtype=torch.bool)
@@ -44,3 +44,19 @@ def _stack(values: list[object], key: str) -> object:
     if isinstance(first, str):
         return list(values)
     raise TypeError(f"cannot collate field {key!r} of type {type(first).__name__}")
+
+
+def _stack_in_memory_order(values: list[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors that share one memory layout (e.g. uint8 ``[3, T, H, W]`` views of
+    ``[T, H, W, 3]`` frames) without reordering their bytes; the batch keeps that layout.
+
+    default_collate stacks straight into shared memory inside a worker, saving a full copy of the
+    batch when it is sent to the main process; it is given contiguous views, so the stack is a copy.
+    """
+    first = values[0]
+    # axes from the largest stride to the smallest: the order the bytes lie in memory
+    order = sorted(range(first.dim()), key=lambda d: -first.stride(d))
+    if order == list(range(first.dim())) or any(v.stride() != first.stride() for v in values):
+        return default_collate(values)
+    stacked = default_collate([v.permute(order) for v in values])
+    return stacked.permute(0, *(order.index(d) + 1 for d in range(first.dim())))

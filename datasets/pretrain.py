@@ -11,9 +11,9 @@ from .transforms import PretrainTransform
 
 
 class PretrainDataset(Dataset):
-    """Items ``{"video": float32 [3, T, S, S], "mask": bool [N], "n_bad": int}``.
+    """Items ``{"video": [3, T, S, S], "mask": bool [N], "n_bad": int}``.
 
-    N = T/tubelet · (S/patch)²; ``n_bad`` counts unreadable files skipped to build the item.
+    ``video`` is float32 (normalised) or uint8, as the transform returns. N = T/tubelet · (S/patch)²; ``n_bad`` counts unreadable files skipped to build the item.
     Call :meth:`set_epoch` every epoch so clips, crops and masks change between epochs.
     """
 

@@ -1,9 +1,11 @@
 """Clip transforms on uint8 video tensors (one set of random parameters per clip).
 
-Decoders return ``[T, H, W, 3]`` uint8; every pipeline here ends with ImageNet normalisation and
-returns float32 ``[3, T, H, W]``. Crops and resizes run once on the whole ``[T, 3, H, W]`` uint8
-clip (channels-last memory, which torchvision's antialiased uint8 resize handles fastest), and the
-float conversion happens once, at the end, on the small output.
+Decoders return ``[T, H, W, 3]`` uint8; every pipeline here returns ``[3, T, H, W]``: ImageNet-
+normalised float32 by default, or, with ``normalize=False``, the uint8 clip, which a training loop
+normalises per batch on its device with :func:`normalize_video` (4x less data between DataLoader
+workers and the trainer, and the float work moves to the GPU). Crops and resizes run once on the
+whole ``[T, 3, H, W]`` uint8 clip (channels-last memory, which torchvision's antialiased uint8
+resize handles fastest), and the float conversion happens once, at the end, on the small output.
 """
 
 from __future__ import annotations
@@ -47,17 +49,46 @@ def normalize(video: torch.Tensor) -> torch.Tensor:
     return out.mul_(_SCALE).add_(_SHIFT)
 
 
-class PretrainTransform:
-    """Pre-training clip: TSN multi-scale crop (spec §6) -> bilinear resize -> normalise."""
+def normalize_video(video: torch.Tensor) -> torch.Tensor:
+    """uint8 clips ``[..., 3, T, H, W]`` (e.g. a batch, any strides) -> contiguous ImageNet-normalised
+    float32, on their device.
 
-    def __init__(self, input_size: int = 224) -> None:
+    Gives the same values as the transforms' own normalisation (``normalize=True``).
+    """
+    if video.dtype != torch.uint8 or video.dim() < 4 or video.shape[-4] != 3:
+        raise ValueError(f"expected uint8 clips [..., 3, T, H, W], got {video.dtype} {tuple(video.shape)}")
+    scale, shift = _SCALE.to(video.device), _SHIFT.to(video.device)
+    return video.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
+
+
+def output_clip(video: torch.Tensor, normalize_clip: bool) -> torch.Tensor:
+    """uint8 ``[T, 3, H, W]`` -> ``[3, T, H, W]``: normalised float32 (contiguous), or the uint8 clip.
+
+    The uint8 clip is a view that keeps the frames' ``[T, H, W, 3]`` memory order: making it
+    contiguous would cost as much as the resize; :func:`datasets.collate_batch` stacks such clips
+    in their memory order, and :func:`normalize_video` lays the batch out on the device.
+    """
+    if normalize_clip:
+        return normalize(video)
+    return video.permute(1, 0, 2, 3)
+
+
+class PretrainTransform:
+    """Pre-training clip: TSN multi-scale crop (spec §6) -> bilinear resize -> normalise.
+
+    ``normalize=False`` skips the last step (uint8 output, see the module docstring).
+    """
+
+    def __init__(self, input_size: int = 224, normalize: bool = True) -> None:
         self.input_size = input_size
+        self.normalize = normalize
 
     def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """uint8 ``[T, H, W, 3]`` -> float32 ``[3, T, S, S]``, S = input_size."""
+        """uint8 ``[T, H, W, 3]`` -> ``[3, T, S, S]``, S = input_size."""
         height, width = frames.shape[1:3]
         box = sample_multi_scale_crop(height, width, self.input_size, rng)
-        return normalize(crop_resize(channels_first(frames), box, (self.input_size, self.input_size)))
+        video = crop_resize(channels_first(frames), box, (self.input_size, self.input_size))
+        return output_clip(video, self.normalize)
 
 
 class FinetuneTrainTransform:
@@ -66,19 +97,28 @@ class FinetuneTrainTransform:
     RandAugment (one draw per clip) -> random-resized crop (area 0.08–1, aspect 3/4–4/3) ->
     horizontal flip (p 0.5, off for SSv2) -> normalise -> random erasing per frame. The reference
     normalises before the crop; resizing is linear, so doing it on uint8 first only adds uint8
-    rounding (≤ 0.5/255) and is cheaper.
+    rounding (≤ 0.5/255) and is cheaper. ``normalize=False`` (uint8 output) needs ``reprob=0``:
+    erasing fills with noise in the normalised space.
     """
 
     def __init__(
-        self, input_size: int = 224, auto_augment: str | None = None, reprob: float = 0.0, flip: bool = True
+        self,
+        input_size: int = 224,
+        auto_augment: str | None = None,
+        reprob: float = 0.0,
+        flip: bool = True,
+        normalize: bool = True,
     ) -> None:
+        if reprob > 0 and not normalize:
+            raise ValueError("random erasing (reprob > 0) works on normalised clips; use normalize=True")
         self.input_size = input_size
         self.rand_augment = VideoRandAugment(RandAugmentConfig.parse(auto_augment)) if auto_augment else None
         self.erasing = RandomErasing(reprob) if reprob > 0 else None
         self.flip = flip
+        self.normalize = normalize
 
     def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """uint8 ``[T, H, W, 3]`` -> float32 ``[3, T, S, S]``."""
+        """uint8 ``[T, H, W, 3]`` -> ``[3, T, S, S]``."""
         video = channels_first(frames)
         if self.rand_augment is not None:
             video = self.rand_augment(video, rng)
@@ -86,7 +126,7 @@ class FinetuneTrainTransform:
         video = crop_resize(video, box, (self.input_size, self.input_size))
         if self.flip and rng.random() < 0.5:
             video = video.flip(-1)
-        video = normalize(video)
+        video = output_clip(video, self.normalize)
         if self.erasing is not None:
             video = self.erasing(video, rng)
         return video
@@ -98,18 +138,21 @@ class EvalTransform:
     Crop ``crop_index`` of ``num_crops`` lies along the long side (left / centre / right for 3);
     one crop (or ``crop_index=None``) is the centre crop. VideoMAE's test crops are
     ``short_side_size`` wide; they equal ``input_size`` in every recipe, and using ``input_size``
-    keeps the model's input fixed when they differ.
+    keeps the model's input fixed when they differ. ``normalize=False``: uint8 output.
     """
 
-    def __init__(self, input_size: int = 224, short_side_size: int = 224, num_crops: int = 1) -> None:
+    def __init__(
+        self, input_size: int = 224, short_side_size: int = 224, num_crops: int = 1, normalize: bool = True
+    ) -> None:
         if short_side_size < input_size:
             raise ValueError(f"short_side_size ({short_side_size}) must be >= input_size ({input_size})")
         self.input_size = input_size
         self.short_side_size = short_side_size
         self.num_crops = num_crops
+        self.normalize = normalize
 
     def __call__(self, frames: torch.Tensor, crop_index: int | None = None) -> torch.Tensor:
-        """uint8 ``[T, H, W, 3]`` -> float32 ``[3, T, S, S]``."""
+        """uint8 ``[T, H, W, 3]`` -> ``[3, T, S, S]``."""
         video = channels_first(frames)
         if min(video.shape[-2:]) != self.short_side_size:
             video = F.resize(
@@ -117,11 +160,11 @@ class EvalTransform:
             )
         count = 1 if crop_index is None else self.num_crops
         box = three_crop_box(video.shape[-2], video.shape[-1], self.input_size, crop_index or 0, count)
-        return normalize(F.crop(video, *box))
+        return output_clip(F.crop(video, *box), self.normalize)
 
 
 def build_eval_transform(
-    input_size: int = 224, short_side_size: int = 224, num_crops: int = 1
+    input_size: int = 224, short_side_size: int = 224, num_crops: int = 1, normalize: bool = True
 ) -> EvalTransform:
     """The val / test transform (``num_crops`` = ``test_num_crop`` for the test split)."""
-    return EvalTransform(input_size, short_side_size, num_crops)
+    return EvalTransform(input_size, short_side_size, num_crops, normalize)

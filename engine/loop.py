@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from datasets import normalize_video
 from engine.distributed import all_reduce_mean, get_world_size
 from engine.logger import MetricLogger, TensorboardLogger
 from engine.optim import apply_schedules
@@ -49,8 +50,17 @@ class EpochState:
     history: list[dict] = field(default_factory=list)
 
 
+def video_to_device(video: Tensor, device: torch.device) -> Tensor:
+    """Clips to ``device``; uint8 clips (what the engine's data sets return) are normalised there."""
+    video = video.to(device, non_blocking=True)
+    return normalize_video(video) if video.dtype == torch.uint8 else video
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if "video" in batch:
+        out["video"] = video_to_device(batch["video"], device)
+    return out
 
 
 def _grad_norm(params: Iterable[Tensor]) -> Tensor:
@@ -203,7 +213,7 @@ def evaluate(
         excluded += int((~valid).sum())
         if not valid.any():
             continue
-        video = batch["video"][valid].to(device, non_blocking=True)
+        video = video_to_device(batch["video"][valid], device)
         label = torch.as_tensor(batch["label"])[valid].to(device)
         with autocast():
             logits = model(video).float()
@@ -243,7 +253,7 @@ def predict_views(
         if not valid.any():
             continue
         with autocast():
-            logits = model(batch["video"][valid].to(device, non_blocking=True)).float().cpu()
+            logits = model(video_to_device(batch["video"][valid], device)).float().cpu()
         idx = torch.nonzero(valid).flatten().tolist()
         for row, j in zip(logits, idx):
             rows.append(

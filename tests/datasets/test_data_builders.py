@@ -15,8 +15,10 @@ from datasets import (
     build_dataset,
     build_pretraining_dataset,
     collate_batch,
+    normalize_video,
 )
 from datasets.annotations import read_annotation_list
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 SMALL = {"num_frames": 8, "sampling_rate": 2, "input_size": 32}
 # ImageNet-normalised uint8 values lie within these bounds (erasing noise is N(0, 1) and stays well inside).
@@ -179,3 +181,78 @@ def test_ssv2_frame_folders(frame_folders, tmp_path: Path) -> None:
         "SSV2", "test", data_path=tmp_path, root=root, test_num_segment=2, test_num_crop=3, **SMALL
     )
     assert len(test) == 6 and test[0]["video_id"] == "clip a" and test[5]["valid"]
+
+
+def _uint8_twins(synthetic, split: str):
+    """The same split built twice: normalised in the dataset, and uint8 (normalised per batch later)."""
+    if split == "pretrain":
+        return [
+            build_pretraining_dataset(synthetic["pretrain"], patch_size=16, normalize=n, **SMALL)
+            for n in (True, False)
+        ]
+    extra = {"test_num_segment": 2, "test_num_crop": 3} if split == "test" else {"reprob": 0.0}
+    return [
+        build_dataset("UCF101", split, data_path=synthetic["root"], nb_classes=3, normalize=n, **extra, **SMALL)[0]
+        for n in (True, False)
+    ]
+
+
+@pytest.mark.parametrize("split", ["pretrain", "train", "val", "test"])
+def test_uint8_items_normalise_to_the_float_items(synthetic, split: str) -> None:
+    floats, uint8s = _uint8_twins(synthetic, split)
+    indices = {"val": [0, 2], "test": [0, 5]}.get(split, [0, 4])
+    batch_f = collate_batch([floats[i] for i in indices])
+    batch_u = collate_batch([uint8s[i] for i in indices])
+    assert batch_u["video"].dtype == torch.uint8 and batch_u["video"].shape == batch_f["video"].shape
+    # bit-identical: the batch normalisation is the same arithmetic as the per-clip one
+    normalised = normalize_video(batch_u["video"])
+    assert torch.equal(normalised, batch_f["video"]) and normalised.is_contiguous()
+    for key in set(batch_f) - {"video"}:
+        value = batch_f[key]
+        assert torch.equal(value, batch_u[key]) if torch.is_tensor(value) else value == batch_u[key]
+
+
+def test_uint8_invalid_eval_item_is_uint8(synthetic, tmp_path: Path) -> None:
+    (tmp_path / "val.csv").write_text(f"{tmp_path / 'missing.mp4'} 0\n")
+    dataset, _ = build_dataset("UCF101", "val", data_path=tmp_path, normalize=False, **SMALL)
+    item = dataset[0]
+    assert item["valid"] is False and item["video"].dtype == torch.uint8
+    assert collate_batch([item])["video"].dtype == torch.uint8  # collates with valid uint8 items
+
+
+def test_uint8_train_clips_refuse_random_erasing(synthetic) -> None:
+    with pytest.raises(ValueError, match="reprob"):
+        build_dataset("UCF101", "train", data_path=synthetic["root"], nb_classes=3, reprob=0.25, normalize=False)
+
+
+def test_normalize_video_checks_its_input() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_video(torch.zeros(2, 3, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3, T, H, W\]"):
+        normalize_video(torch.zeros(2, 4, 3, 8, 8, dtype=torch.uint8))
+    extremes = normalize_video(torch.tensor([0, 255], dtype=torch.uint8).view(1, 2, 1, 1).expand(3, 2, 1, 1))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1), torch.tensor(IMAGENET_STD).view(3, 1)
+    expected = (torch.tensor([[0.0, 1.0]]) - mean) / std
+    torch.testing.assert_close(extremes.view(3, 2), expected, rtol=0, atol=1e-6)
+
+
+def test_collate_keeps_the_frames_memory_order() -> None:
+    """uint8 clips are [3, T, H, W] views of [T, H, W, 3] bytes; the batch is stacked without reordering."""
+    frames = [torch.randint(0, 256, (4, 6, 5, 3), dtype=torch.uint8) for _ in range(3)]
+    clips = [f.permute(3, 0, 1, 2) for f in frames]  # [3, T, H, W] views
+    batch = collate_batch([{"video": c} for c in clips])["video"]
+    assert batch.shape == (3, 3, 4, 6, 5) and torch.equal(batch, torch.stack(clips))
+    assert batch.permute(0, 2, 3, 4, 1).is_contiguous()  # bytes still in [B, T, H, W, 3] order
+    # clips of different layouts fall back to a plain stack
+    mixed = collate_batch([{"video": clips[0]}, {"video": clips[1].contiguous()}])["video"]
+    assert torch.equal(mixed, torch.stack(clips[:2]))
+
+
+def test_uint8_batches_cross_worker_processes_intact(synthetic) -> None:
+    dataset = build_pretraining_dataset(synthetic["pretrain"], patch_size=16, normalize=False, **SMALL)
+    in_process = collate_batch([dataset[i] for i in range(4)])
+    loader = DataLoader(dataset, batch_size=4, num_workers=1, collate_fn=collate_batch)
+    from_worker = next(iter(loader))
+    assert from_worker["video"].dtype == torch.uint8
+    assert torch.equal(from_worker["video"], in_process["video"])
+    assert torch.equal(from_worker["mask"], in_process["mask"])
