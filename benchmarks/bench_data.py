@@ -6,11 +6,16 @@ decode + multi-scale crop + normalise + mask through a DataLoader with 1 and N w
 - ``reference``: a re-implementation of VideoMAE's pre-training loader (decord ``VideoReader`` at
   full resolution, ``get_batch(...).asnumpy()``, per-frame PIL ``fromarray`` / crop / resize,
   stack, PIL-array -> float tensor, per-channel normalise, numpy tube mask);
-- ``ours_<decoder>``: :func:`datasets.build_pretraining_dataset` with that decoder.
+- ``ours_<decoder>``: :func:`datasets.build_pretraining_dataset` with that decoder, as the engine
+  runs it: workers return uint8 clips and the main process normalises each batch
+  (:func:`datasets.normalize_video`; on a GPU the training loop does this on the device), timed here
+  on the CPU inside the measured loop.
 
 Prints ONE JSON line: clips/s per pipeline and worker count, ``in_process_ms`` per clip without a
-DataLoader, and ``ratio_per_core`` = ours / reference with one worker (one core), through the
-DataLoader and in process.
+DataLoader (one core doing everything, normalisation included), ``cpu_ms`` (CPU time per clip of
+the worker and the main process together, one-worker run: every cost wherever it is paid, incl.
+inter-process transfer), and ``ratio_per_core`` = ours / reference: clips per CPU-second
+(``cpu``), clips/s through one worker (``dataloader_1_worker``) and in process.
 Usage: ``python3 benchmarks/bench_data.py [--quick] [--workers N]``.
 """
 
@@ -31,7 +36,12 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets import TubeMaskingGenerator, build_pretraining_dataset, collate_batch  # noqa: E402
+from datasets import (  # noqa: E402
+    TubeMaskingGenerator,
+    build_pretraining_dataset,
+    collate_batch,
+    normalize_video,
+)
 from datasets.annotations import read_annotation_list  # noqa: E402
 from datasets.crops import sample_multi_scale_crop  # noqa: E402
 from datasets.sampling import pretrain_indices  # noqa: E402
@@ -83,28 +93,79 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def clips_per_second(dataset: Dataset, workers: int, clips: int, batch_size: int, collate) -> float:
-    """Clips/s after one warm-up batch per worker (worker start-up is not counted)."""
+def _unchanged(video: torch.Tensor) -> torch.Tensor:
+    return video
+
+
+def _batch_normalizer(where: str):
+    """What the main process does with our uint8 batches (the engine: normalise on its device)."""
+    if where == "none":
+        return _unchanged
+    device = torch.device(where)
+
+    def prepare(video: torch.Tensor) -> torch.Tensor:
+        out = normalize_video(video.to(device, non_blocking=True))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return prepare
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc); None where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def clips_per_second(
+    dataset: Dataset, workers: int, clips: int, batch_size: int, collate, prepare
+) -> tuple[float, float | None]:
+    """(clips/s, CPU ms per clip of all processes) of one DataLoader run.
+
+    clips/s is timed after one warm-up batch per worker (start-up is not counted). The CPU time is
+    that of the workers over their whole life plus the main process over the whole loop, divided by
+    every clip they made: the cost per clip wherever it was paid, independent of the worker count.
+    ``prepare`` is applied to every batch's video in the main process, inside the loop.
+    """
     warmup = batch_size * workers
     sampler = RandomSampler(dataset, replacement=True, num_samples=warmup + clips)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
         worker_init_fn=_one_thread, prefetch_factor=2, timeout=120,
     )  # fmt: skip
-    seen, start = 0, None
-    for batch in loader:
-        seen += len(batch["video"] if isinstance(batch, dict) else batch[0])
+    main_start = time.process_time()
+    batches = iter(loader)
+    pids = [w.pid for w in getattr(batches, "_workers", [])]
+    total = seen = 0
+    start = None
+    for _ in range(len(loader)):
+        batch = next(batches)
+        n = len(prepare(batch["video"] if isinstance(batch, dict) else batch[0]))
+        total += n
+        seen += n
         if start is None and seen >= warmup:
             start, seen = time.perf_counter(), 0
-    return seen / (time.perf_counter() - start)
+    rate = seen / (time.perf_counter() - start)
+    worker_cpu = [_cpu_seconds(pid) for pid in pids]  # read before the workers are shut down
+    del batches
+    if any(c is None for c in worker_cpu):
+        return rate, None
+    cpu = time.process_time() - main_start + sum(worker_cpu)
+    return rate, cpu / total * 1000
 
 
-def ms_per_clip_in_process(dataset: Dataset, clips: int) -> float:
+def ms_per_clip_in_process(dataset: Dataset, clips: int, prepare) -> float:
     """Item time without a DataLoader (no batching / inter-process copies): the pipeline's own cost."""
     dataset[0]
     start = time.perf_counter()
     for i in range(clips):
-        dataset[i % len(dataset)]
+        item = dataset[i % len(dataset)]
+        prepare(item["video"] if isinstance(item, dict) else item[0])
     return (time.perf_counter() - start) / clips * 1000
 
 
@@ -120,19 +181,22 @@ def cpu_name() -> str:
 
 
 def measure(
-    pipelines: dict[str, tuple[Dataset, object]], args: argparse.Namespace
+    pipelines: dict[str, tuple[Dataset, object, object]], args: argparse.Namespace
 ) -> dict[str, dict[str, float]]:
     """Best of ``args.repeats`` interleaved rounds per pipeline (other load on the machine only slows a run)."""
     worker_counts = sorted({1, args.workers})
     best: dict[str, dict[str, float]] = {label: {} for label in pipelines}
     for _ in range(args.repeats):
-        for label, (dataset, collate) in pipelines.items():
+        for label, (dataset, collate, prepare) in pipelines.items():
+            row = best[label]
             for w in worker_counts:
-                rate = clips_per_second(dataset, w, args.clips, args.batch_size, collate)
-                best[label][str(w)] = round(max(rate, best[label].get(str(w), 0.0)), 2)
+                rate, cpu_ms = clips_per_second(dataset, w, args.clips, args.batch_size, collate, prepare)
+                row[str(w)] = round(max(rate, row.get(str(w), 0.0)), 2)
+                if w == 1 and cpu_ms is not None:
+                    row["cpu_ms"] = round(min(cpu_ms, row.get("cpu_ms", float("inf"))), 2)
             # In process last: decoders must not leave state behind before workers fork (they do not).
-            ms = ms_per_clip_in_process(dataset, args.clips)
-            best[label]["in_process_ms"] = round(min(ms, best[label].get("in_process_ms", float("inf"))), 2)
+            ms = ms_per_clip_in_process(dataset, args.clips, prepare)
+            row["in_process_ms"] = round(min(ms, row.get("in_process_ms", float("inf"))), 2)
     return best
 
 
@@ -145,11 +209,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N for the multi-worker run")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--decoders", default="auto,pyav", help="our decoders to time, comma separated")
+    parser.add_argument(
+        "--normalize_on",
+        choices=("auto", "cpu", "cuda", "none"),
+        default="auto",
+        help="where our uint8 batches are normalised in the main process (auto: cuda if available, else "
+        "cpu; none: not at all, i.e. only the CPU work a GPU training run leaves on the host)",
+    )
     parser.add_argument("--quick", action="store_true", help="12 videos, 32 clips, 2 rounds")
     args = parser.parse_args()
     if args.quick:
         args.videos, args.clips, args.repeats = 12, 32, 2
     torch.set_num_threads(1)
+    if args.normalize_on == "auto":
+        args.normalize_on = "cuda" if torch.cuda.is_available() else "cpu"
+    prepare = _batch_normalizer(args.normalize_on)
     settings = {"num_frames": 16, "sampling_rate": 4, "input_size": 224, "patch_size": 16, "tubelet_size": 2}
     results: dict[str, dict[str, dict[str, float]]] = {}
     ratios: dict[str, dict[str, dict[str, float]]] = {}
@@ -160,16 +234,16 @@ def main() -> None:
                 width=width, height=height, val_fraction=0.0, test_fraction=0.0, seed=1,
             )  # fmt: skip
             paths = [r.path for r in read_annotation_list(lists["pretrain"])]
-            pipelines = {
-                "reference": (ReferencePretrainClips(paths, 16, 4, 224, (8, 14, 14)), default_collate)
-            }
+            reference = ReferencePretrainClips(paths, 16, 4, 224, (8, 14, 14))
+            pipelines = {"reference": (reference, default_collate, _unchanged)}
             for decoder in args.decoders.split(","):
-                ours = build_pretraining_dataset(lists["pretrain"], decoder=decoder, **settings)
-                pipelines[f"ours_{decoder}"] = (ours, collate_batch)
+                ours = build_pretraining_dataset(lists["pretrain"], decoder=decoder, normalize=False, **settings)
+                pipelines[f"ours_{decoder}"] = (ours, collate_batch, prepare)
             results[name] = measure(pipelines, args)
             ref = results[name]["reference"]
             ratios[name] = {
-                label: {"dataloader_1_worker": round(r["1"] / ref["1"], 2),
+                label: {"cpu": round(ref["cpu_ms"] / r["cpu_ms"], 2) if "cpu_ms" in r and "cpu_ms" in ref else None,
+                        "dataloader_1_worker": round(r["1"] / ref["1"], 2),
                         "in_process": round(ref["in_process_ms"] / r["in_process_ms"], 2)}
                 for label, r in results[name].items() if label != "reference"
             }  # fmt: skip
@@ -191,6 +265,7 @@ def main() -> None:
                     "clips_per_measurement": args.clips,
                     "repeats": args.repeats,
                     "batch_size": args.batch_size,
+                    "normalize_on": args.normalize_on,
                 },
                 "clips_per_s": results,
                 "ratio_per_core": ratios,
