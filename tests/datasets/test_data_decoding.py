@@ -55,6 +55,14 @@ def test_decord_and_pyav_agree(video_path: str, other_containers: dict[str, str]
             assert (fa.float() - fb.float()).abs().mean() < 3.0
 
 
+@needs_decord
+def test_decord_and_pyav_bit_identical_on_h264_strided_clip(video_path: str) -> None:
+    """The generated H.264 (B-frames) videos: a pre-training-style strided clip is the same bytes."""
+    with open_video(video_path, "decord") as a, open_video(video_path, "pyav") as b:
+        indices = list(range(1, len(a), 3))
+        assert torch.equal(a.get_frames(indices), b.get_frames(indices))
+
+
 def test_pyav_sparse_decode_equals_full_decode(video_path: str, other_containers: dict[str, str]) -> None:
     for path in [video_path, *other_containers.values()]:
         with open_video(path, "pyav") as video:
