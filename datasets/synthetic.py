@@ -33,11 +33,12 @@ class _VideoJob:
     width: int
     height: int
     fps: int
+    speed: float
 
 
 def _write_video(job: _VideoJob) -> None:
     rng = np.random.default_rng((job.seed, job.class_id, job.index))
-    scene = SceneRenderer(job.class_id, job.num_frames, job.width, job.height, rng)
+    scene = SceneRenderer(job.class_id, job.num_frames, job.width, job.height, rng, job.speed)
     os.makedirs(os.path.dirname(job.path), exist_ok=True)
     tmp = job.path + ".part"
     with av.open(tmp, "w", format="mp4") as container:
@@ -74,9 +75,14 @@ def make_synthetic_dataset(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     fps: int = 25,
+    speed: float = 1.0,
     workers: int | None = None,
 ) -> dict[str, object]:
     """Render and encode the data set; returns the list paths and class names.
+
+    Args:
+        speed: multiplies every motion's rate (see :func:`datasets.synthetic_scene.motion_track`);
+            raise it when the clips a model sees cover a small part of each video.
 
     Returns:
         ``{"root", "train", "val", "test", "pretrain", "classes_file": paths, "classes": [names]}``.
@@ -85,6 +91,8 @@ def make_synthetic_dataset(
         raise ValueError(f"size must be even and at least 16 px (yuv420p), got {width}x{height}")
     if num_frames < 2:
         raise ValueError("a motion needs at least 2 frames")
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, got {speed}")
     names = class_names(num_classes)
     counts = _split_counts(videos_per_class, val_fraction, test_fraction)
     out_dir = os.fspath(out_dir)
@@ -95,7 +103,9 @@ def make_synthetic_dataset(
             rel = f"videos/{name}/{name}_{index:04d}.mp4"
             split = "train" if index < counts[0] else "val" if index < counts[0] + counts[1] else "test"
             rows[split].append(f"{rel} {class_id}")
-            job = _VideoJob(os.path.join(out_dir, rel), class_id, index, seed, num_frames, width, height, fps)
+            job = _VideoJob(
+                os.path.join(out_dir, rel), class_id, index, seed, num_frames, width, height, fps, speed
+            )
             jobs.append(job)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers > 1:
@@ -136,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val_fraction", type=float, default=0.2)
     parser.add_argument("--test_fraction", type=float, default=0.2)
     parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="motion rate multiplier (2: twice the travel per video)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = parser.parse_args(argv)
     result = make_synthetic_dataset(
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         fps=args.fps,
+        speed=args.speed,
         workers=args.workers,
     )
     print(f"wrote {args.num_classes * args.videos_per_class} videos and lists under {result['root']}")

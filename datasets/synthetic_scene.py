@@ -6,6 +6,10 @@ drawn from the same distribution for every class: positions live on a torus (the
 around the frame edges), angles start uniform, and sizes move on a wrapped log-scale range with a
 uniform phase. So one frame carries no class information; two or more do.
 
+A wrapped size jumps from one end of the range to the other, a sudden step against the class's
+motion; so "grow" and "shrink" cover only 40 % of the range per video (times ``speed``): at speed 1
+fewer than half of the videos contain a jump, and a clip of part of a video fewer still.
+
 Every motion is symmetric under a horizontal flip (e.g. "sideways" is left or right at random), so
 the usual flip augmentation never changes a label.
 """
@@ -49,16 +53,26 @@ def _triangle(t: np.ndarray, period: float) -> np.ndarray:
     return np.where(phase < 0.25, 4 * phase, np.where(phase < 0.75, 2 - 4 * phase, 4 * phase - 4))
 
 
-def motion_track(class_id: int, num_frames: int, width: int, height: int, rng: np.random.Generator) -> Track:
+def motion_track(
+    class_id: int,
+    num_frames: int,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    speed: float = 1.0,
+) -> Track:
     """The shape's state over ``num_frames`` frames for class ``class_id``.
 
-    Speeds are tied to the video length (0.6 short sides of travel, half a turn, most of the size
-    range, or one up-down / grow-shrink cycle per video), so any length shows the motion, while
-    a frame-to-frame step stays small enough (~1 px per frame at 96 px, 64 frames) for small
-    convolutions and patches to follow.
+    Speeds are tied to the video length (0.6 short sides of travel, half a turn, 40 % of the size
+    range, or one up-down / grow-shrink cycle per video, each times ``speed``), so any length shows
+    the motion, while a frame-to-frame step stays small enough (~1 px per frame at 96 px, 64
+    frames, speed 1) for small convolutions and patches to follow. A clip that sees only part of
+    the video sees that part of the motion: raise ``speed`` for short clips of long videos.
     """
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, got {speed}")
     motion = MOTIONS[class_id % len(MOTIONS)]
-    speed = (1 + class_id // len(MOTIONS)) * rng.uniform(0.85, 1.15)
+    speed = speed * (1 + class_id // len(MOTIONS)) * rng.uniform(0.85, 1.15)
     short = min(width, height)
     t = np.arange(num_frames, dtype=np.float64)
     log_lo, log_hi = np.log(_RADIUS_RANGE[0] * short), np.log(_RADIUS_RANGE[1] * short)
@@ -78,7 +92,7 @@ def motion_track(class_id: int, num_frames: int, width: int, height: int, rng: n
     elif motion == "bounce":
         dy = 0.15 * short * _triangle(t * speed, num_frames)
     elif motion in ("grow", "shrink"):
-        dlog = (1 if motion == "grow" else -1) * 0.8 * (log_hi - log_lo) / num_frames * speed * t
+        dlog = (1 if motion == "grow" else -1) * 0.4 * (log_hi - log_lo) / num_frames * speed * t
     elif motion == "pulse":
         dlog = 0.3 * (log_hi - log_lo) * _triangle(t * speed, num_frames)
     elif motion == "spin":
@@ -123,10 +137,16 @@ class SceneRenderer:
     """Draws one video's frames; all appearance is drawn from ``rng`` independently of the class."""
 
     def __init__(
-        self, class_id: int, num_frames: int, width: int, height: int, rng: np.random.Generator
+        self,
+        class_id: int,
+        num_frames: int,
+        width: int,
+        height: int,
+        rng: np.random.Generator,
+        speed: float = 1.0,
     ) -> None:
         self.width, self.height = width, height
-        self.track = motion_track(class_id, num_frames, width, height, rng)
+        self.track = motion_track(class_id, num_frames, width, height, rng, speed)
         self.background = _background(width, height, rng)
         self.shape = SHAPES[int(rng.integers(len(SHAPES)))]
         bright, dark = np.zeros(3, np.float32), rng.uniform(0, 60, size=3).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The generated data set: layout, decodability, determinism, and no class cue in a single frame."""
+"""The generated data set: layout, decodability, determinism, no class cue in a single frame, learnable."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
 
 from datasets import decoding
 from datasets.decoding import open_video
@@ -58,7 +61,7 @@ def test_deterministic_and_independent_of_workers(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys) -> None:
     main(["--out", str(tmp_path), "--num_classes", "2", "--videos_per_class", "1", "--frames", "4",
-          "--size", "32x24", "--val_fraction", "0", "--test_fraction", "0", "--workers", "1"])  # fmt: skip
+          "--size", "32x24", "--val_fraction", "0", "--test_fraction", "0", "--speed", "2", "--workers", "1"])  # fmt: skip
     assert "wrote 2 videos" in capsys.readouterr().out
     with open_video(tmp_path / "videos" / "down" / "down_0000.mp4", "pyav") as video:
         assert video.get_frames([0]).shape == (1, 24, 32, 3)
@@ -71,6 +74,10 @@ def test_argument_checks(tmp_path: Path) -> None:
         make_synthetic_dataset(tmp_path, width=33, height=24)
     with pytest.raises(ValueError, match="no training video"):
         make_synthetic_dataset(tmp_path, videos_per_class=2, val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match="speed"):
+        make_synthetic_dataset(tmp_path, speed=0)
+    with pytest.raises(ValueError, match="speed"):
+        motion_track(0, 8, 32, 32, np.random.default_rng(0), speed=-1)
 
 
 def test_class_names_extend_with_speed() -> None:
@@ -79,14 +86,16 @@ def test_class_names_extend_with_speed() -> None:
     assert len(set(names)) == 23
 
 
-def test_single_frame_state_does_not_depend_on_class() -> None:
+@pytest.mark.parametrize("speed", [1.0, 2.0])
+def test_single_frame_state_does_not_depend_on_class(speed: float) -> None:
     """Position, angle and size of the shape in any one frame follow the same law for every class."""
     width, height, frames = 128, 96, 32
     stats = []
     for class_id in range(len(MOTIONS)):
         states = []
         for seed in range(1500):
-            track = motion_track(class_id, frames, width, height, np.random.default_rng((seed, class_id)))
+            rng = np.random.default_rng((seed, class_id))
+            track = motion_track(class_id, frames, width, height, rng, speed)
             t = seed % frames  # a different frame each time: first, middle and last frames alike
             states.append([track.x[t] % width / width, track.y[t] % height / height,
                            track.angle[t] % (2 * np.pi) / (2 * np.pi), np.log(track.radius[t])])  # fmt: skip
@@ -106,11 +115,79 @@ def test_motion_is_visible_between_frames_and_steps_are_small() -> None:
         moved = np.hypot(np.diff(track.x), np.diff(track.y))
         resized = np.abs(np.diff(np.log(track.radius)))
         turned = np.abs(np.diff(track.angle))
-        assert moved.mean() > 1 or resized.mean() > 0.015 or turned.mean() > 0.05, motion
+        assert moved.mean() > 1 or resized.mean() > 0.008 or turned.mean() > 0.05, motion
         # Small steps (outside the size wrap-around) keep the motion followable by small kernels.
         assert moved.max() < 3 and turned.max() < 0.15 and np.median(resized) < 0.05, motion
     up = motion_track(0, frames, width, height, np.random.default_rng(0))
     assert (np.diff(up.y) < 0).all()
+
+
+def test_speed_multiplies_every_motion() -> None:
+    width, height, frames = 128, 96, 32
+    for class_id, motion in enumerate(MOTIONS):
+        slow, fast = (
+            motion_track(class_id, frames, width, height, np.random.default_rng(0), s) for s in (1, 2)
+        )
+        for field in ("x", "y", "angle"):
+            a, b = getattr(slow, field), getattr(fast, field)
+            if motion not in ("bounce", "pulse"):  # periodic motions run twice the cycles instead
+                np.testing.assert_allclose(b - b[0], 2 * (a - a[0]), atol=1e-9, err_msg=motion)
+    bounce = motion_track(MOTIONS.index("bounce"), frames, width, height, np.random.default_rng(0), 2)
+    assert np.ptp(bounce.y) > 0.25 * height  # still the full amplitude: twice the cycles, not a cut-off
+
+
+def test_grow_and_shrink_rarely_jump() -> None:
+    """A wrapped size looks like a sudden opposite motion: most videos at speed 1 have none."""
+    frames, jumps = 64, 0
+    for class_id in (MOTIONS.index("grow"), MOTIONS.index("shrink")):
+        for seed in range(200):
+            track = motion_track(class_id, frames, 128, 96, np.random.default_rng((seed, class_id)))
+            jumps += np.abs(np.diff(np.log(track.radius))).max() > 0.2
+    assert 0.25 < jumps / 400 < 0.5  # 40 % of the range per video with a uniform phase: ~40 % jump
+
+
+def test_quickstart_data_is_learnable_from_motion(tmp_path: Path) -> None:
+    """A tiny 3D CNN that sees only frame differences (so needs two frames) learns the quickstart's
+    data: 5 classes, 96x72, 32 frames at speed 2, clips of 8 frames at stride 2 seen at 32 px."""
+    torch.manual_seed(0)
+    classes, frames, stride, clip = 5, 32, 2, 8
+    lists = make_synthetic_dataset(
+        tmp_path, num_classes=classes, videos_per_class=24, num_frames=frames, width=96, height=72, speed=2,
+        seed=0, val_fraction=1 / 3, test_fraction=0, workers=1,
+    )  # fmt: skip
+
+    def motion_clips(split: str, starts: range) -> tuple[torch.Tensor, torch.Tensor]:
+        videos, labels = [], []
+        for line in Path(lists[split]).read_text().splitlines():
+            path, label = line.rsplit(" ", 1)
+            with open_video(tmp_path / path, "pyav") as video:
+                for start in starts:
+                    index = range(start, start + clip * stride, stride)
+                    videos.append(video.get_frames(index, size=(32, 42)))  # [T, H, W, 3]
+                    labels.append(int(label))
+        x = torch.stack(videos).permute(0, 4, 1, 2, 3).float() / 255  # [N, 3, T, H, W]
+        return x[:, :, 1:] - x[:, :, :-1], torch.tensor(labels)  # still scenes give zeros
+
+    x_train, y_train = motion_clips("train", range(0, frames - clip * stride + 1, 4))
+    x_val, y_val = motion_clips("val", range(0, frames - clip * stride + 1, 8))
+    model = nn.Sequential(
+        nn.Conv3d(3, 8, (3, 5, 5), stride=(1, 2, 2), padding=(1, 2, 2)), nn.GELU(),
+        nn.Conv3d(8, 16, 3, stride=(1, 2, 2), padding=1), nn.GELU(),
+        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(16, classes),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    scale = x_train.std()
+    for _ in range(600):
+        batch = torch.randint(len(y_train), (16,))
+        x = x_train[batch] / scale
+        x = torch.where(torch.rand(16, 1, 1, 1, 1) < 0.5, x.flip(-1), x)  # classes are flip-symmetric
+        loss = F.cross_entropy(model(x), y_train[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        accuracy = (model(x_val / scale).argmax(1) == y_val).float().mean().item()
+    assert accuracy > 2.5 / classes, accuracy  # chance is 1 / classes; it reaches ~0.8
 
 
 def test_rendered_first_frames_look_alike_across_classes() -> None:

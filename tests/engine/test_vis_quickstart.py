@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -70,3 +71,6 @@ def test_quickstart_smoke(tmp_path):
         assert row in table
     assert (tmp_path / "qs" / "figures" / "grid.png").is_file()
     assert (tmp_path / "qs" / "results.json").is_file()
+    # Test views must show the whole scene, as the training crops do, not 32 px of an upscaled frame.
+    finetune = json.loads((tmp_path / "qs" / "finetune_scratch" / "args.json").read_text())
+    assert finetune["short_side_size"] == finetune["input_size"]
