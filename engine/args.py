@@ -184,7 +184,13 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         g = p.add_argument_group("fine-tuning")
         g.add_argument("--nb_classes", type=int, default=None)
         g.add_argument("--finetune", default="", help="pre-training / distillation / fine-tuning checkpoint")
-        g.add_argument("--short_side_size", type=int, default=224)
+        g.add_argument(
+            "--short_side_size",
+            type=int,
+            default=None,
+            help="val/test: short side resized to this before the --input_size crops (default: --input_size, "
+            "224 in every recipe; a larger value crops a zoomed-in part of the frame)",
+        )
         g.add_argument("--num_sample", type=int, default=2, help="repeated augmentation views per video")
         g.add_argument("--test_num_segment", type=int, default=5)
         g.add_argument("--test_num_crop", type=int, default=3)
@@ -312,6 +318,13 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
                 f"--data_path {args.data_path!r} has no {name}; create it (<path> <label> per line)",
             )
         _check(args.num_sample >= 1, f"--num_sample must be >= 1, got {args.num_sample}")
+        if args.short_side_size is None:
+            args.short_side_size = args.input_size
+        _check(
+            args.short_side_size >= args.input_size,
+            f"--short_side_size {args.short_side_size} is smaller than --input_size {args.input_size}; "
+            "the test crops need a short side of at least --input_size",
+        )
         _check(0 < args.layer_decay <= 1, f"--layer_decay must be in (0, 1], got {args.layer_decay}")
         _check(0 <= args.smoothing < 1, f"--smoothing must be in [0, 1), got {args.smoothing}")
         _check(

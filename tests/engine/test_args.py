@@ -121,3 +121,13 @@ def test_no_type_bool_flags():
     for mode in ("pretrain", "distill", "finetune"):
         for action in build_parser(mode)._actions:
             assert action.type is not bool, action.dest
+
+
+def test_short_side_size_follows_input_size(data):
+    """Eval crops show the whole short side unless asked otherwise (a default of 224 at --input_size 32
+    would evaluate on a zoomed-in patch)."""
+    assert parse("finetune", f"--data_path {data} --input_size 32".split()).short_side_size == 32
+    assert parse("finetune", f"--data_path {data}".split()).short_side_size == 224  # every recipe
+    assert parse("finetune", f"--data_path {data} --input_size 32 --short_side_size 40".split()).short_side_size == 40
+    with pytest.raises(UsageError, match="--short_side_size 24 is smaller than --input_size 32"):
+        parse("finetune", f"--data_path {data} --input_size 32 --short_side_size 24".split())
