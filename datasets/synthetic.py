@@ -4,7 +4,8 @@
 --size WxH --seed S`` writes ``DIR/videos/<class>/<class>_<i>.mp4`` (libx264, yuv420p) and the
 VideoMAE lists ``train.csv``, ``val.csv``, ``test.csv``, ``pretrain.csv`` (the train videos) with
 paths relative to DIR, plus ``classes.txt``. Output is fixed by the seed (every video has its own
-generator and x264 runs single-threaded) and does not depend on the number of workers.
+generator; x264 runs single-threaded, without macroblock-tree) and does not depend on the number
+of workers or the run.
 See :mod:`datasets.synthetic_scene` for why a single frame does not reveal the class.
 """
 
@@ -44,7 +45,9 @@ def _write_video(job: _VideoJob) -> None:
     with av.open(tmp, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=job.fps)
         stream.width, stream.height, stream.pix_fmt = job.width, job.height, "yuv420p"
-        stream.options = {"crf": "23", "preset": "fast", "threads": "1"}
+        # threads=1 and no macroblock-tree rate control: with mbtree, x264's output differed between
+        # runs (same frames, same settings), so the data set was not fixed by the seed.
+        stream.options = {"crf": "23", "preset": "fast", "threads": "1", "x264-params": "mbtree=0"}
         for start in range(0, job.num_frames, _CHUNK):
             for image in scene.frames(start, min(start + _CHUNK, job.num_frames)):
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))

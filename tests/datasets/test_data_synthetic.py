@@ -46,7 +46,8 @@ def test_videos_decode(synthetic, video_path: str, decoder: str) -> None:
 
 
 def test_deterministic_and_independent_of_workers(tmp_path: Path) -> None:
-    kwargs = {"num_classes": 2, "videos_per_class": 2, "num_frames": 8, "width": 32, "height": 32, "seed": 7}
+    # Long and large enough for x264's rate control to matter (its macroblock-tree made runs differ).
+    kwargs = {"num_classes": 2, "videos_per_class": 6, "num_frames": 32, "width": 96, "height": 72, "seed": 7}
     one = make_synthetic_dataset(tmp_path / "a", workers=1, **kwargs)
     two = make_synthetic_dataset(tmp_path / "b", workers=2, **kwargs)
 
