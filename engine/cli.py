@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -34,8 +36,30 @@ def one_line(err: BaseException) -> str:
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Calls ``main(argv)``; maps known failures to an exit code and a one-line message."""
+    """Calls ``main(argv)``; maps known failures to an exit code and a one-line message.
+
+    A process that joined a process group ends here with ``os._exit`` once the group is torn down
+    and the output flushed: DeepSpeed / gloo leave C++ threads behind whose static destruction
+    sometimes aborts a finished run ("terminate called without an active exception", SIGABRT).
+    Checkpoints, log.txt and TensorBoard files are closed by then.
+    """
+    from engine.distributed import cleanup, is_distributed
+
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "mmkd"
+    try:
+        code = _call(main, argv, prog)
+    finally:
+        distributed = is_distributed()
+        cleanup()
+    if distributed:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _call(main: Callable[[list[str] | None], object], argv: list[str] | None, prog: str) -> int:
     try:
         main(argv)
     except UsageError as err:
@@ -50,10 +74,4 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
             file=sys.stderr,
         )
         return 130
-    finally:
-        # a process that exits with a live process group can abort in the C++ teardown
-        # ("terminate called without an active exception", SIGABRT) when it hosts the store
-        from engine.distributed import cleanup
-
-        cleanup()
     return 0

@@ -205,6 +205,11 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
+def is_distributed() -> bool:
+    """Whether this process has joined a process group (torchrun / slurm with more than one rank)."""
+    return _initialized()
+
+
 def cleanup() -> None:
     """Destroy the process group if there is one."""
     if _initialized():
