@@ -206,7 +206,7 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 def is_distributed() -> bool:
-    """Whether this process has joined a process group (torchrun / slurm with more than one rank)."""
+    """Whether this process has joined a process group (torchrun / slurm), whatever its size."""
     return _initialized()
 
 

@@ -227,6 +227,15 @@ class Trainer:
             max_bad_fraction=args.max_bad_fraction,
             deepspeed_engine=self.ds_engine,
         )
+        try:
+            history = self._epochs(step_cfg)
+        finally:  # also on a failed epoch: the scalars written so far reach the event file
+            self.tb.close()
+        self._check_ranks_agree()
+        return history
+
+    def _epochs(self, step_cfg: StepConfig) -> list[dict]:
+        args, env = self.args, self.env
         history = []
         for epoch in range(self.start_epoch, args.epochs):
             if isinstance(self.loader.sampler, DistributedSampler):
@@ -268,8 +277,6 @@ class Trainer:
                     f"stopping after epoch {epoch} (--stop_after_epoch); relaunch the same command to resume"
                 )
                 break
-        self.tb.close()
-        self._check_ranks_agree()
         return history
 
     def _check_ranks_agree(self) -> None:

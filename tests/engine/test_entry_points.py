@@ -120,3 +120,39 @@ def test_deepspeed_distillation_two_ranks_stop_and_resume(videos, teacher_ckpt, 
     assert "resumed from" in proc.stdout and "final weights identical on all 2 rank(s)" in proc.stdout
     state = torch.load(out / "checkpoint-1.pth", weights_only=True)["model"]
     assert any(k.startswith("heads.") for k in state) and any(k.startswith("student.") for k in state)
+
+
+def test_failed_epoch_still_closes_the_tensorboard_file(videos, tmp_path, monkeypatch):
+    """An epoch that raises leaves its scalars in the event file (the writer is closed on the way out)."""
+    import engine.runner
+    import run_mae_pretraining
+    from engine.logger import TensorboardLogger
+
+    closed = []
+    original_close = TensorboardLogger.close
+
+    def close(self):
+        closed.append(self.writer is not None)
+        original_close(self)
+
+    def failing_epoch(*args, **kwargs):
+        tb = args[-1]
+        tb.update(0, **{"train/loss": 1.5})
+        raise RuntimeError("epoch failed")
+
+    monkeypatch.setattr(TensorboardLogger, "close", close)
+    monkeypatch.setattr(engine.runner, "train_one_epoch", failing_epoch)
+    out = tmp_path / "pre"
+    argv = [
+        "--num_frames", "8", "--sampling_rate", "2", "--input_size", "32", "--device", "cpu", "--num_workers", "0",
+        "--data_path", str(videos / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8", "--decoder_depth", "1",
+        "--batch_size", "4", "--epochs", "2", "--warmup_epochs", "1", "--output_dir", str(out), "--log_dir", str(out / "tb"),
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="epoch failed"):
+        run_mae_pretraining.main(argv)
+    assert closed == [True]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/loss")] == [1.5]
