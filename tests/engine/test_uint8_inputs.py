@@ -16,7 +16,6 @@ from datasets import build_dataset, collate_batch, normalize_video
 from engine import args as cli_args
 from engine.build import build_masked_clips
 from engine.loop import evaluate, predict_views, to_device
-
 from tests.engine.conftest import CLIP, finetune_argv
 
 SMALL = {"num_frames": 8, "sampling_rate": 2, "input_size": 32}
