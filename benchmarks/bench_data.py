@@ -237,7 +237,9 @@ def main() -> None:
             reference = ReferencePretrainClips(paths, 16, 4, 224, (8, 14, 14))
             pipelines = {"reference": (reference, default_collate, _unchanged)}
             for decoder in args.decoders.split(","):
-                ours = build_pretraining_dataset(lists["pretrain"], decoder=decoder, normalize=False, **settings)
+                ours = build_pretraining_dataset(
+                    lists["pretrain"], decoder=decoder, normalize=False, **settings
+                )
                 pipelines[f"ours_{decoder}"] = (ours, collate_batch, prepare)
             results[name] = measure(pipelines, args)
             ref = results[name]["reference"]

@@ -192,7 +192,9 @@ def _uint8_twins(synthetic, split: str):
         ]
     extra = {"test_num_segment": 2, "test_num_crop": 3} if split == "test" else {"reprob": 0.0}
     return [
-        build_dataset("UCF101", split, data_path=synthetic["root"], nb_classes=3, normalize=n, **extra, **SMALL)[0]
+        build_dataset(
+            "UCF101", split, data_path=synthetic["root"], nb_classes=3, normalize=n, **extra, **SMALL
+        )[0]
         for n in (True, False)
     ]
 
@@ -222,7 +224,9 @@ def test_uint8_invalid_eval_item_is_uint8(synthetic, tmp_path: Path) -> None:
 
 def test_uint8_train_clips_refuse_random_erasing(synthetic) -> None:
     with pytest.raises(ValueError, match="reprob"):
-        build_dataset("UCF101", "train", data_path=synthetic["root"], nb_classes=3, reprob=0.25, normalize=False)
+        build_dataset(
+            "UCF101", "train", data_path=synthetic["root"], nb_classes=3, reprob=0.25, normalize=False
+        )
 
 
 def test_normalize_video_checks_its_input() -> None:

@@ -128,6 +128,9 @@ def test_short_side_size_follows_input_size(data):
     would evaluate on a zoomed-in patch)."""
     assert parse("finetune", f"--data_path {data} --input_size 32".split()).short_side_size == 32
     assert parse("finetune", f"--data_path {data}".split()).short_side_size == 224  # every recipe
-    assert parse("finetune", f"--data_path {data} --input_size 32 --short_side_size 40".split()).short_side_size == 40
+    assert (
+        parse("finetune", f"--data_path {data} --input_size 32 --short_side_size 40".split()).short_side_size
+        == 40
+    )
     with pytest.raises(UsageError, match="--short_side_size 24 is smaller than --input_size 32"):
         parse("finetune", f"--data_path {data} --input_size 32 --short_side_size 24".split())

@@ -29,7 +29,9 @@ def test_to_device_normalises_uint8_video_only() -> None:
     assert torch.equal(batch["video"], normalize_video(video))
     assert torch.equal(batch["mask"], mask) and batch["name"] == ["a", "b"]
     floats = torch.randn(2, 3, 4, 8, 8)
-    assert torch.equal(to_device({"video": floats}, torch.device("cpu"))["video"], floats)  # already normalised
+    assert torch.equal(
+        to_device({"video": floats}, torch.device("cpu"))["video"], floats
+    )  # already normalised
 
 
 def test_pretraining_clips_reach_the_loop_as_uint8(videos: Path) -> None:
@@ -40,7 +42,9 @@ def test_pretraining_clips_reach_the_loop_as_uint8(videos: Path) -> None:
 
 
 @pytest.mark.parametrize(("reprob", "train_dtype"), [("0", torch.uint8), ("0.25", torch.float32)])
-def test_finetune_splits_are_uint8_unless_erasing(videos: Path, tmp_path: Path, reprob: str, train_dtype) -> None:
+def test_finetune_splits_are_uint8_unless_erasing(
+    videos: Path, tmp_path: Path, reprob: str, train_dtype
+) -> None:
     args = cli_args.parse("finetune", finetune_argv(videos, tmp_path / "out", "--reprob", reprob))
     splits = run_class_finetuning.build_splits(args)
     assert set(splits) == {"train", "val", "test"}
