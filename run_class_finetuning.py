@@ -84,14 +84,21 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
     return splits
 
 
+def build_task(args, nb_classes: int) -> FinetuneTask:
+    """The classifier (from --finetune, if given) with its criterion, mixup and layer-wise lr decay."""
+    model, report = build_classifier(args, nb_classes)
+    print(f"model {args.model} ({nb_classes} classes): {report}")
+    return FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing, layer_decay=args.layer_decay)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = cli_args.parse("finetune", argv)
     env = setup(args)
     splits = build_splits(args)
     train_only = "train" in splits
     nb_classes = next(iter(splits.values()))[1]
-    model, report = build_classifier(args, nb_classes)
-    print(f"model {args.model} ({nb_classes} classes): {report}")
+    task = build_task(args, nb_classes)
+    model = task.model
     autocast = partial(autocast_context, env.device, args.precision)
     loaders = {
         name: make_loader(ds, args, env, train=name == "train", shard=name == "test" or args.dist_eval)
@@ -101,16 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
     model.to(env.device)
     results: dict = {}
 
-    def validate(task) -> dict:
-        return evaluate(
-            task.model, loaders["val"], env.device, autocast, args.print_freq, reduce=args.dist_eval
-        )
+    def validate(net) -> dict:
+        return evaluate(net, loaders["val"], env.device, autocast, args.print_freq, reduce=args.dist_eval)
 
+    ema = None
     if train_only:
-        task = FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing)
-        results["history"] = Trainer(
-            args, env, task, loaders["train"], evaluate=validate, layer_decay=args.layer_decay
-        ).fit()
+        trainer = Trainer(args, env, task, loaders["train"], evaluate=validate)
+        results["history"] = trainer.fit()
+        ema = trainer.ema
     if args.eval:
         results["val"] = evaluate(
             model, loaders["val"], env.device, autocast, args.print_freq, reduce=args.dist_eval
@@ -118,11 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"validation: top-1 {results['val']['acc1']:.2f}  top-5 {results['val']['acc5']:.2f}")
     if "test" in loaders:
         out = args.output_dir or "."
-        results["test"] = multiview_test(
-            model, loaders["test"], env, out, autocast, args.merge_dedupe, args.print_freq
-        )
-        if env.is_main and args.output_dir and results["test"]:
-            append_json_line(Path(args.output_dir) / "log.txt", {"final_test": results["test"]})
+        nets = {"test": model} | ({"test_ema": ema.module} if ema is not None else {})
+        for name, net in nets.items():  # the EMA weights are tested the same way, in their own folder
+            results[name] = multiview_test(
+                net, loaders["test"], env, out, autocast, args.merge_dedupe, args.print_freq, f"{name}_views"
+            )
+            if env.is_main and args.output_dir and results[name]:
+                append_json_line(Path(args.output_dir) / "log.txt", {f"final_{name}": results[name]})
     return results
 
 

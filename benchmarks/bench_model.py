@@ -15,7 +15,6 @@ import os
 import resource
 import sys
 import time
-from functools import partial
 
 import torch
 
@@ -56,8 +55,7 @@ def main() -> None:
     for m in (student, teacher):
         models.set_attn_impl(m, args.attn)
     heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, MMKDConfig())
-    autocast = partial(autocast_context, device, args.precision)
-    task = DistillTask(student, teacher, heads, teacher_autocast=autocast).to(device)
+    task = DistillTask(student, teacher, heads, teacher_precision=args.precision).to(device)
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
     scaler = torch.amp.GradScaler(enabled=args.precision == "fp16")
 

@@ -68,6 +68,12 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=64 if mode != "finetune" else 32, help="clips per GPU")
     g.add_argument(
+        "--update_freq",
+        type=int,
+        default=1,
+        help="gradient accumulation: micro-batches per optimiser step (total batch = batch_size x update_freq x GPUs)",
+    )
+    g.add_argument(
         "--epochs", type=int, default=800 if mode == "pretrain" else (400 if mode == "distill" else 30)
     )
     g.add_argument("--opt", default="adamw")
@@ -204,6 +210,11 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         g.add_argument("--aa", default="rand-m7-n4-mstd0.5-inc1", help="RandAugment policy")
         g.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
         g.add_argument("--layer_decay", type=float, default=0.75)
+        g.add_argument(
+            "--model_ema", action="store_true", help="keep an EMA of the weights (saved, validated)"
+        )
+        g.add_argument("--model_ema_decay", type=float, default=0.9999)
+        g.add_argument("--model_ema_force_cpu", action="store_true", help="keep the EMA weights on the CPU")
         g.add_argument("--fc_drop_rate", type=float, default=0.0)
         g.add_argument("--init_scale", type=float, default=0.001)
         g.add_argument("--drop", type=float, default=0.0)
@@ -249,6 +260,7 @@ def _check_readable_checkpoint(option: str, path: str) -> None:
 def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
     """Checks option values and derived quantities; fills derived defaults. Writes nothing."""
     _check(args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}")
+    _check(args.update_freq >= 1, f"--update_freq must be >= 1, got {args.update_freq}")
     _check(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
     _check(args.lr > 0 and math.isfinite(args.lr), f"--lr must be a positive number, got {args.lr}")
     _check(args.num_frames >= 1, f"--num_frames must be >= 1, got {args.num_frames}")
@@ -327,6 +339,9 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
         )
         _check(0 < args.layer_decay <= 1, f"--layer_decay must be in (0, 1], got {args.layer_decay}")
         _check(0 <= args.smoothing < 1, f"--smoothing must be in [0, 1), got {args.smoothing}")
+        _check(
+            0 <= args.model_ema_decay < 1, f"--model_ema_decay must be in [0, 1), got {args.model_ema_decay}"
+        )
         _check(
             args.test_num_segment >= 1 and args.test_num_crop >= 1,
             "--test_num_segment and --test_num_crop must be >= 1",

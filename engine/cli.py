@@ -59,19 +59,25 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     return code
 
 
+def _say(prog: str, message: str) -> None:
+    """One line on stderr from *every* rank (``print`` is silenced on ranks > 0), naming the rank."""
+    from engine.distributed import get_rank, get_world_size
+
+    where = f" [rank {get_rank()}]" if get_world_size() > 1 else ""
+    sys.stderr.write(f"{prog}{where}: {message}\n")
+    sys.stderr.flush()
+
+
 def _call(main: Callable[[list[str] | None], object], argv: list[str] | None, prog: str) -> int:
     try:
         main(argv)
     except UsageError as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        _say(prog, f"error: {one_line(err)}")
         return EXIT_USAGE
     except _expected_errors() as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        _say(prog, f"error: {one_line(err)}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print(
-            f"{prog}: interrupted; resume with the same command (--auto_resume is on by default)",
-            file=sys.stderr,
-        )
+        _say(prog, "interrupted; resume with the same command (--auto_resume is on by default)")
         return 130
     return 0

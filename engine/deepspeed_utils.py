@@ -13,8 +13,8 @@ def deepspeed_config(args: argparse.Namespace, env: DistEnv) -> dict:
     """The engine's JSON config from our flags (precision, ZeRO stage, clipping, batch)."""
     return {
         "train_micro_batch_size_per_gpu": args.batch_size,
-        "train_batch_size": args.batch_size * env.world_size,
-        "gradient_accumulation_steps": 1,
+        "train_batch_size": args.batch_size * args.update_freq * env.world_size,
+        "gradient_accumulation_steps": args.update_freq,
         "gradient_clipping": args.clip_grad or 0.0,
         "steps_per_print": 10**9,
         "zero_optimization": {"stage": args.zero_stage},

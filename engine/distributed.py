@@ -17,11 +17,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from engine.args import UsageError
+
 __all__ = [
     "DistEnv",
     "all_gather_object",
     "all_reduce_mean",
     "barrier",
+    "broadcast_object",
     "cleanup",
     "expand_slurm_nodelist",
     "get_rank",
@@ -120,10 +123,23 @@ def _pick_device(requested: str, local_rank: int) -> torch.device:
         print("WARNING: CUDA requested but not available; running on the CPU.")
         kind = "cpu"
     if kind == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", _cuda_index(local_rank, torch.cuda.device_count()))
         torch.cuda.set_device(device)
         return device
     return torch.device(kind)
+
+
+def _cuda_index(local_rank: int, visible: int) -> int:
+    """The GPU of this process: ``LOCAL_RANK`` when the node's GPUs are all visible, else the one
+    the launcher bound to it (slurm ``--gpus-per-task=1`` leaves each task exactly one: ``cuda:0``)."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise UsageError(
+        f"LOCAL_RANK {local_rank} but only {visible} GPUs are visible to this process; "
+        "bind one GPU per task (slurm --gpus-per-task=1) or expose all of the node's GPUs"
+    )
 
 
 def init_distributed(device: str = "cuda", dist_url: str = "env://") -> DistEnv:
@@ -203,6 +219,19 @@ def all_gather_object(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself without a group).
+
+    For decisions that lead to collectives (which checkpoint to resume, whether to save a best
+    copy): taken on one rank and shared, so no rank enters a collective the others skip.
+    """
+    if not _initialized():
+        return obj
+    box = [obj if get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
 
 
 def is_distributed() -> bool:

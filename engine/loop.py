@@ -34,20 +34,31 @@ class StepConfig:
     scaler: torch.amp.GradScaler | None = None
     clip_grad: float | None = None
     print_freq: int = 10
-    max_steps: int = 0  # 0: whole epoch
+    max_steps: int = 0  # 0: whole epoch (counted in optimiser steps)
     max_bad_fraction: float = 0.5
     deepspeed_engine: object | None = None  # when set, it owns backward / step / clipping / scaling
+    update_freq: int = 1  # micro-batches accumulated per optimiser step (--update_freq)
+    ema: object | None = None  # timm ModelEmaV2 of ``ema_source``, updated after every optimiser step
+    ema_source: nn.Module | None = None
+    observer: Callable[[dict], None] | None = None  # called with a record of every micro-batch
 
 
 @dataclass
 class EpochState:
     """Counters carried across epochs (part of every checkpoint)."""
 
-    global_step: int = 0
+    global_step: int = 0  # optimiser steps taken so far
     skipped_steps: int = 0
     bad_files: int = 0
     seen_files: int = 0
     history: list[dict] = field(default_factory=list)
+
+    def counters(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("global_step", "skipped_steps", "bad_files", "seen_files")}
+
+    def restore(self, saved: dict) -> None:
+        for k in self.counters():
+            setattr(self, k, int(saved.get(k, 0)))
 
 
 def video_to_device(video: Tensor, device: torch.device) -> Tensor:
@@ -64,8 +75,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _grad_norm(params: Iterable[Tensor]) -> Tensor:
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.zeros(())
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    return torch.stack([g.norm() for g in grads]).norm() if grads else torch.zeros(())
 
 
 def _check_finite(losses: dict[str, Tensor]) -> None:
@@ -79,6 +90,19 @@ def _check_finite(losses: dict[str, Tensor]) -> None:
         )
 
 
+def steps_in_epoch(num_batches: int, update_freq: int, max_steps: int = 0) -> int:
+    """Optimiser steps one epoch of ``num_batches`` micro-batches makes (trailing partial windows drop)."""
+    steps = num_batches // update_freq
+    return min(steps, max_steps) if max_steps else steps
+
+
+def _no_sync(task: nn.Module, boundary: bool):
+    # DDP all-reduces gradients in backward; accumulation micro-steps skip it until the last one
+    if not boundary and isinstance(task, nn.parallel.DistributedDataParallel):
+        return task.no_sync()
+    return contextlib.nullcontext()
+
+
 def train_one_epoch(
     task: nn.Module,
     loader: Iterable[dict],
@@ -88,44 +112,73 @@ def train_one_epoch(
     state: EpochState,
     lr_schedule: np.ndarray,
     wd_schedule: np.ndarray,
-    iters_per_epoch: int,
+    steps_per_epoch: int,
     tb: TensorboardLogger | None = None,
 ) -> dict[str, float]:
-    """One epoch; returns the epoch's averaged metrics. Per-iteration lr / wd from the schedules."""
+    """One epoch of ``steps_per_epoch`` optimiser steps of ``cfg.update_freq`` micro-batches each.
+
+    As the reference: the schedule index is ``epoch * steps_per_epoch + i // update_freq`` (lr / wd
+    set on every micro-batch of a window), each micro-batch back-propagates ``loss / update_freq``,
+    and clipping, the optimiser step, ``zero_grad`` and the EMA update happen on the window's last
+    micro-batch. Micro-batches past the last full window are not used.
+    """
     task.train()
     meters = MetricLogger()
     engine = cfg.deepspeed_engine
+    opt = engine.optimizer if engine is not None else optimizer
     params = [p for p in task.parameters() if p.requires_grad]
-    total = min(iters_per_epoch, cfg.max_steps) if cfg.max_steps else iters_per_epoch
+    accum = cfg.update_freq
+    total = min(steps_per_epoch, cfg.max_steps) * accum if cfg.max_steps else steps_per_epoch * accum
+    if engine is None:
+        optimizer.zero_grad(set_to_none=True)
     t_end = time.perf_counter()
     for i, batch in enumerate(meters.log_every(loader, cfg.print_freq, f"Epoch [{epoch}]", total=total)):
         if i >= total:
             break
         data_wait = time.perf_counter() - t_end
-        step = epoch * iters_per_epoch + i
-        lr, wd = (
-            float(lr_schedule[min(step, len(lr_schedule) - 1)]),
-            float(wd_schedule[min(step, len(wd_schedule) - 1)]),
-        )
-        apply_schedules(engine.optimizer if engine is not None else optimizer, lr, wd)
+        it = epoch * steps_per_epoch + i // accum
+        lr = float(lr_schedule[min(it, len(lr_schedule) - 1)])
+        wd = float(wd_schedule[min(it, len(wd_schedule) - 1)])
+        apply_schedules(opt, lr, wd)
         state.bad_files += int(torch.as_tensor(batch.get("n_bad", 0)).sum())
         state.seen_files += len(batch["video"])
         _check_bad_fraction(state, cfg.max_bad_fraction)
         batch = to_device(batch, cfg.device)
 
-        with cfg.autocast():
-            losses = (engine or task)(batch)
-        _check_finite(losses)
-        grad_norm, loss_scale, skipped = _backward_step(losses["loss"], task, optimizer, params, cfg)
-        state.global_step += 1
-        state.skipped_steps += int(skipped)
+        boundary = (i + 1) % accum == 0
+        with _no_sync(task, boundary):
+            with cfg.autocast():
+                losses = (engine or task)(batch)
+            _check_finite(losses)
+            loss_backward = losses["loss"] / accum if engine is None else losses["loss"]
+            grad_norm, loss_scale, skipped = _backward_step(
+                loss_backward, task, optimizer, params, cfg, boundary=boundary
+            )
+        if boundary:
+            state.global_step += 1
+            state.skipped_steps += int(skipped)
+            if cfg.ema is not None and not skipped:
+                cfg.ema.update(cfg.ema_source)
+        if cfg.observer is not None:
+            cfg.observer(
+                {
+                    "data_iter_step": i,
+                    "schedule_index": it,
+                    "lr": [g["lr"] for g in opt.param_groups],
+                    "weight_decay": [g["weight_decay"] for g in opt.param_groups],
+                    "losses": {k: v.detach() for k, v in losses.items()},
+                    "loss_backward": loss_backward.detach(),
+                    "step_taken": boundary and not skipped,
+                    "grad_norm": grad_norm if boundary else None,
+                }
+            )
 
         n = len(batch["video"])
         meters.update(n=n, **{k: v.detach() for k, v in losses.items()})
-        meters.update(lr=lr, wd=wd, grad_norm=grad_norm, data_wait=data_wait)
+        meters.update(lr=lr, wd=wd, grad_norm=grad_norm if boundary else None, data_wait=data_wait)
         clips_per_s = n * get_world_size() / max(time.perf_counter() - t_end, 1e-9)
         meters.update(clips_per_s=clips_per_s)
-        if tb is not None:
+        if tb is not None and boundary:
             scalars = {f"train/{k}": v for k, v in losses.items()}
             scalars.update(
                 {
@@ -155,40 +208,53 @@ def _check_bad_fraction(state: EpochState, limit: float) -> None:
         )
 
 
-def _backward_step(loss, task, optimizer, params, cfg: StepConfig) -> tuple[float, float | None, bool]:
-    """Backward + (clipped) optimiser step. Returns (grad norm, loss scale or None, step skipped)."""
+def _backward_step(
+    loss, task, optimizer, params, cfg: StepConfig, boundary: bool = True
+) -> tuple[Tensor | None, float | None, bool]:
+    """Backward of ``loss``; on a window's last micro-batch (``boundary``) the (clipped) optimiser step.
+
+    Returns (pre-clip gradient norm or None between steps, loss scale or None, step skipped).
+    """
     engine = cfg.deepspeed_engine
-    if engine is not None:
+    if engine is not None:  # it accumulates (gradient_accumulation_steps) and divides the loss itself
         skips_before = getattr(engine, "skipped_steps", 0)  # DeepSpeed counts its fp16 overflow skips
         engine.backward(loss)
         engine.step()
+        if not boundary:
+            return None, None, False
         norm = engine.get_global_grad_norm()
         scale = getattr(engine.optimizer, "cur_scale", None) if engine.fp16_enabled() else None
         skipped = getattr(engine, "skipped_steps", 0) > skips_before
-        return float(norm) if norm is not None else 0.0, scale, skipped
-    optimizer.zero_grad(set_to_none=True)
+        return (torch.as_tensor(norm) if norm is not None else None), scale, skipped
     scaler = cfg.scaler
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
+        if not boundary:
+            return None, None, False
         scaler.unscale_(optimizer)
         norm = _clip(params, cfg.clip_grad)
         before = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         skipped = scaler.get_scale() < before  # inf/NaN gradients: the scaler skipped this step
         if skipped:
             print(f"fp16 overflow: step skipped, loss scale {before:g} -> {scaler.get_scale():g}")
         return norm, scaler.get_scale(), skipped
     loss.backward()
+    if not boundary:
+        return None, None, False
     norm = _clip(params, cfg.clip_grad)
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return norm, None, False
 
 
-def _clip(params: list[Tensor], clip_grad: float | None) -> float:
+def _clip(params: list[Tensor], clip_grad: float | None) -> Tensor:
+    """Pre-clip total gradient norm; with ``clip_grad`` every gradient is scaled by min(1, clip/(norm+1e-6))."""
     if clip_grad:
-        return float(torch.nn.utils.clip_grad_norm_(params, clip_grad))
-    return float(_grad_norm(params))
+        return torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    return _grad_norm(params)
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ __all__ = [
     "cosine_scheduler",
     "layer_decay_values",
     "layer_id_for_vit",
+    "param_groups",
     "param_groups_for_finetune",
 ]
 
@@ -179,6 +180,24 @@ def param_groups_for_finetune(
     return list(groups.values())
 
 
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float | None = None,
+    skip_list: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """The optimiser groups of ``model`` over its *own* parameter names (the reference's rule).
+
+    Callers pass the module that owns the names (a task passes its classifier, not itself), so the
+    layer ids and ``no_weight_decay()`` names match. Layer-wise lr decay applies when
+    ``layer_decay`` is set and not 1.0, over ``model.get_num_layers()`` blocks.
+    """
+    assigner = None
+    if layer_decay is not None and layer_decay != 1.0:
+        assigner = LayerDecayValueAssigner(layer_decay_values(layer_decay, _num_layers_of(_unwrap(model))))
+    return param_groups_for_finetune(model, weight_decay, skip_list, assigner)
+
+
 def _num_layers_of(model: nn.Module) -> int:
     if callable(getattr(model, "get_num_layers", None)):
         return int(model.get_num_layers())
@@ -229,8 +248,7 @@ def build_optimizer(
     if isinstance(model_or_groups, nn.Module):
         assigner = None
         if use_layer_decay:
-            model = _unwrap(model_or_groups)
-            depth = num_layers if num_layers is not None else _num_layers_of(model)
+            depth = num_layers if num_layers is not None else _num_layers_of(_unwrap(model_or_groups))
             assigner = LayerDecayValueAssigner(layer_decay_values(layer_decay, depth))
         groups = param_groups_for_finetune(model_or_groups, weight_decay, skip_list, assigner)
     else:

@@ -8,7 +8,6 @@ loop is the same for every precision.
 
 from __future__ import annotations
 
-import contextlib
 from contextlib import AbstractContextManager
 
 import torch
@@ -38,14 +37,17 @@ def _check(device: torch.device | str, precision: str) -> torch.device:
 
 
 def autocast_context(device: torch.device | str, precision: str) -> AbstractContextManager[None]:
-    """Context for the forward pass: autocast to bf16 / fp16, or nothing for fp32.
+    """Context for the forward pass: autocast to bf16 / fp16, or autocast *disabled* for fp32.
+
+    fp32 disables autocast rather than entering nothing, so that a caller inside another
+    precision's autocast (an fp32 teacher inside a bf16 step) really runs in float32.
 
     Raises:
         ValueError: unknown precision, or fp16 on a non-CUDA device.
     """
     device = _check(device, precision)
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=dtype_of(precision))
 
 

@@ -4,25 +4,34 @@ schedules, DDP / DeepSpeed, checkpoint / resume and per-epoch logging."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import random
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV2
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from datasets import collate_batch
 from engine.args import UsageError
-from engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from engine.distributed import DistEnv, all_gather_object, barrier, init_distributed
+from engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    get_rng_state,
+    load_checkpoint,
+    set_rng_state,
+)
+from engine.distributed import DistEnv, all_gather_object, barrier, broadcast_object, init_distributed
 from engine.logger import TensorboardLogger, append_json_line, save_args
-from engine.loop import EpochState, StepConfig, train_one_epoch
+from engine.loop import EpochState, StepConfig, steps_in_epoch, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.precision import autocast_context, make_grad_scaler
 
@@ -77,12 +86,28 @@ def make_loader(
     )
 
 
+def total_batch_size(args: argparse.Namespace, env: DistEnv) -> int:
+    """Clips per optimiser step: batch per process x --update_freq x processes."""
+    return args.batch_size * args.update_freq * env.world_size
+
+
 def scaled_lr(args: argparse.Namespace, env: DistEnv) -> tuple[float, float, float]:
-    """(lr, warmup_lr, min_lr) scaled by total batch / 256, as the reference scripts assume."""
+    """(lr, warmup_lr, min_lr) scaled by the total batch / 256, as the reference scripts do."""
     if args.no_lr_scale:
         return args.lr, args.warmup_lr, args.min_lr
-    factor = args.batch_size * env.world_size / 256
+    factor = total_batch_size(args, env) / 256
     return args.lr * factor, args.warmup_lr * factor, args.min_lr * factor
+
+
+def build_schedules(args: argparse.Namespace, env: DistEnv, steps_per_epoch: int):
+    """Per-optimiser-step lr and wd schedules (the reference's; its warm-up starts at 0, not at the
+    scaled --warmup_lr, which the reference computes but never passes on)."""
+    lr, _, min_lr = scaled_lr(args, env)
+    lr_schedule = cosine_scheduler(
+        lr, min_lr, args.epochs, steps_per_epoch, args.warmup_epochs, 0.0, args.warmup_steps
+    )
+    wd_schedule = cosine_scheduler(args.weight_decay, args.weight_decay_end, args.epochs, steps_per_epoch)
+    return lr_schedule, wd_schedule
 
 
 class Trainer:
@@ -93,32 +118,39 @@ class Trainer:
         args: argparse.Namespace,
         env: DistEnv,
         task: nn.Module,
-        loader: DataLoader,
+        loader: Iterable[dict],
         evaluate: Callable[[nn.Module], dict] | None = None,
-        layer_decay: float | None = None,
     ):
+        """``task`` owns its parameter groups (``task.parameter_groups(weight_decay)``); ``loader`` is
+        any sized iterable of batches; ``evaluate(model)`` (fine-tuning) validates a classifier."""
         self.args, self.env, self.task, self.loader = args, env, task.to(env.device), loader
         self.evaluate = evaluate
-        self.iters_per_epoch = (
-            len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
+        self.steps_per_epoch = steps_in_epoch(len(loader), args.update_freq, args.max_steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise UsageError(
+                f"an epoch has {len(loader)} batches per process, fewer than --update_freq {args.update_freq}; "
+                "lower --update_freq or --batch_size"
+            )
+        self.lr_schedule, self.wd_schedule = build_schedules(args, env, self.steps_per_epoch)
+        print(
+            f"total batch {total_batch_size(args, env)} clips per step (--batch_size {args.batch_size} x "
+            f"--update_freq {args.update_freq} x {env.world_size} processes), {self.steps_per_epoch} steps per epoch, "
+            f"peak lr {self.lr_schedule.max():.3g}"
         )
-        lr, warmup_lr, min_lr = scaled_lr(args, env)
-        self.lr_schedule = cosine_scheduler(
-            lr, min_lr, args.epochs, self.iters_per_epoch, args.warmup_epochs, warmup_lr, args.warmup_steps
-        )
-        self.wd_schedule = cosine_scheduler(
-            args.weight_decay, args.weight_decay_end, args.epochs, self.iters_per_epoch
-        )
+        # the EMA starts from the initial weights, before any step (timm's ModelEmaV2: the reference's formula)
+        self.ema = None
+        if getattr(args, "model_ema", False):
+            self.ema = ModelEmaV2(
+                task.model, decay=args.model_ema_decay, device="cpu" if args.model_ema_force_cpu else None
+            )
         self.optimizer = build_optimizer(
-            task,
+            task.parameter_groups(args.weight_decay),
             opt=args.opt,
-            lr=lr,
+            lr=self.lr_schedule[0] if len(self.lr_schedule) else args.lr,
             weight_decay=args.weight_decay,
             opt_betas=args.opt_betas,
             opt_eps=args.opt_eps,
             momentum=args.momentum,
-            layer_decay=layer_decay,
-            num_layers=task.model.get_num_layers() if layer_decay else None,
         )
         self.scaler = make_grad_scaler(env.device, args.precision)
         self.wrapped, self.ds_engine = self._wrap()
@@ -145,56 +177,79 @@ class Trainer:
         state = {
             "model": self.task.checkpoint_state(),
             "epoch": epoch,
-            "global_step": self.state.global_step,
-            "skipped_steps": self.state.skipped_steps,
+            **self.state.counters(),
             "best": self.best,
             "rng": rng,
             "args": dict(vars(self.args)),
         }
+        if self.ema is not None:
+            state["model_ema"] = self.ema.module.state_dict()
         if self.ds_engine is None:
             state["optimizer"] = self.optimizer.state_dict()
             state["scaler"] = self.scaler.state_dict()
         return state
 
+    def _deepspeed_dir(self) -> Path:
+        return Path(self.args.output_dir) / "deepspeed"
+
     def save(self, epoch: int, is_best: bool) -> None:
         if self.ckpt is None:
             return
         if self.ds_engine is not None:  # optimiser shards are written by every rank, before our file
-            self.ds_engine.save_checkpoint(
-                str(Path(self.args.output_dir) / "deepspeed"), tag=f"epoch-{epoch}"
-            )
+            self.ds_engine.save_checkpoint(str(self._deepspeed_dir()), tag=f"epoch-{epoch}")
         state = self._state(epoch)
         if self.ds_engine is not None:
             state["deepspeed_tag"] = f"epoch-{epoch}"
         if self.env.is_main:
             self.ckpt.save(state, epoch, is_best=is_best)
+            if self.ds_engine is not None:
+                self._rotate_deepspeed()
         barrier()
 
-    def resume(self) -> None:
+    def _rotate_deepspeed(self) -> None:
+        """Drops DeepSpeed tag folders that no kept checkpoint (numbered or best) points to."""
+        keep = {f"epoch-{e}" for e, _ in self.ckpt.numbered()}
+        if self.ckpt.best_path.is_file():
+            with contextlib.suppress(CheckpointError):  # an unreadable best copy points nowhere
+                keep.add(str(load_checkpoint(self.ckpt.best_path, mmap=True).get("deepspeed_tag")))
+        for folder in self._deepspeed_dir().glob("epoch-*"):
+            if folder.is_dir() and folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _resume_path(self) -> Path | None:
+        """The checkpoint to resume from, chosen on rank 0 and broadcast (every rank loads the same one)."""
         path = None
-        if self.args.resume:
-            path = Path(self.args.resume)
-        elif self.args.auto_resume and self.ckpt is not None:
-            if self.env.is_main:
+        if self.env.is_main:
+            if self.args.resume:
+                path = Path(self.args.resume)
+            elif self.args.auto_resume and self.ckpt is not None:
                 self.ckpt.cleanup_temp()
-            path = self.ckpt.latest()
+                path = self.ckpt.latest()
+        return broadcast_object(path)
+
+    def resume(self) -> None:
+        path = self._resume_path()
         if path is None:
             self._trim_log(self.start_epoch)  # a fresh start: lines of an earlier, unsaved attempt go
             return
         ckpt = load_checkpoint(path)
         self.task.load_checkpoint_state(ckpt["model"])
+        if self.ema is not None:
+            if "model_ema" in ckpt:
+                self.ema.module.load_state_dict(ckpt["model_ema"], strict=True)
+            else:
+                print(f"note: {path} has no model_ema; the EMA restarts from the resumed weights")
+                self.ema.set(self.task.model)
         if "deepspeed_tag" in ckpt and self.ds_engine is not None:
             self.ds_engine.load_checkpoint(
-                str(Path(self.args.output_dir) / "deepspeed"),
-                tag=ckpt["deepspeed_tag"],
-                load_module_strict=False,
+                str(self._deepspeed_dir()), tag=ckpt["deepspeed_tag"], load_module_strict=False
             )
         if "optimizer" in ckpt and self.ds_engine is None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self._trim_log(self.start_epoch)
-        self.state.global_step = int(ckpt.get("global_step", 0))
+        self.state.restore(ckpt)
         self.best = ckpt.get("best")
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == self.env.world_size:
@@ -214,56 +269,79 @@ class Trainer:
             os.replace(tmp, log)
 
     # ----- epochs ------------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        args, env = self.args, self.env
-        self.resume()
-        step_cfg = StepConfig(
-            device=env.device,
-            autocast=partial(autocast_context, env.device, args.precision),
+    def step_config(self, observer: Callable[[dict], None] | None = None) -> StepConfig:
+        """How every step of this run is taken (``observer`` sees a record of each micro-batch)."""
+        args = self.args
+        return StepConfig(
+            device=self.env.device,
+            autocast=partial(autocast_context, self.env.device, args.precision),
             scaler=self.scaler,
             clip_grad=args.clip_grad,
             print_freq=args.print_freq,
             max_steps=args.max_steps_per_epoch,
             max_bad_fraction=args.max_bad_fraction,
             deepspeed_engine=self.ds_engine,
+            update_freq=args.update_freq,
+            ema=self.ema,
+            ema_source=self.task.model if self.ema is not None else None,
+            observer=observer,
         )
+
+    def train_epoch(self, epoch: int, step_cfg: StepConfig | None = None) -> dict[str, float]:
+        """One training epoch over ``self.loader`` (what :meth:`fit` runs per epoch)."""
+        sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        dataset = getattr(self.loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):  # clips, crops and masks are drawn per (seed, epoch, item)
+            dataset.set_epoch(epoch)
+        return train_one_epoch(
+            self.wrapped,
+            self.loader,
+            self.optimizer,
+            epoch,
+            step_cfg or self.step_config(),
+            self.state,
+            self.lr_schedule,
+            self.wd_schedule,
+            self.steps_per_epoch,
+            self.tb,
+        )
+
+    def fit(self) -> list[dict]:
+        self.resume()
         try:
-            history = self._epochs(step_cfg)
+            history = self._epochs(self.step_config())
         finally:  # also on a failed epoch: the scalars written so far reach the event file
             self.tb.close()
         self._check_ranks_agree()
         return history
 
+    def _validate(self, epoch: int, record: dict) -> bool:
+        """Validation of the model (and its EMA); returns whether this epoch is the best so far.
+
+        The decision is rank 0's, broadcast: without --dist_eval every rank validates on its own,
+        and a split decision would send only some ranks into the collectives of a save.
+        """
+        val = self.evaluate(self.task.model)
+        record.update({f"val_{k}": v for k, v in val.items()})
+        self.tb.update(epoch, **{f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
+        if self.ema is not None:
+            ema_val = self.evaluate(self.ema.module)
+            record.update({f"val_ema_{k}": v for k, v in ema_val.items()})
+            self.tb.update(epoch, **{f"val_ema/{k}": v for k, v in ema_val.items() if isinstance(v, float)})
+        is_best = self.best is None or val["acc1"] > self.best
+        is_best = bool(broadcast_object(is_best))
+        self.best = broadcast_object(max(self.best or val["acc1"], val["acc1"]))
+        return is_best
+
     def _epochs(self, step_cfg: StepConfig) -> list[dict]:
         args, env = self.args, self.env
         history = []
         for epoch in range(self.start_epoch, args.epochs):
-            if isinstance(self.loader.sampler, DistributedSampler):
-                self.loader.sampler.set_epoch(epoch)
-            if hasattr(
-                self.loader.dataset, "set_epoch"
-            ):  # clips, crops and masks are drawn per (seed, epoch, item)
-                self.loader.dataset.set_epoch(epoch)
-            stats = train_one_epoch(
-                self.wrapped,
-                self.loader,
-                self.optimizer,
-                epoch,
-                step_cfg,
-                self.state,
-                self.lr_schedule,
-                self.wd_schedule,
-                self.iters_per_epoch,
-                self.tb,
-            )
+            stats = self.train_epoch(epoch, step_cfg)
             record = {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()}}
-            is_best = False
-            if self.evaluate is not None:
-                val = self.evaluate(self.task)
-                record.update({f"val_{k}": v for k, v in val.items()})
-                is_best = self.best is None or val["acc1"] > self.best
-                self.best = max(self.best or val["acc1"], val["acc1"])
-                self.tb.update(epoch, **{f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
+            is_best = self._validate(epoch, record) if self.evaluate is not None else False
             last = epoch + 1 == args.epochs
             # the log line goes first: a kill between the two repeats the epoch (and its line) on resume
             if env.is_main and args.output_dir:

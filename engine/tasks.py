@@ -7,16 +7,22 @@ teacher is held outside its parameters (frozen, eval mode, never wrapped, never 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from timm.loss import SoftTargetCrossEntropy
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import Tensor, nn
 
+from engine.optim import param_groups
+from engine.precision import autocast_context
 from models import PretrainVisionTransformer, VisionTransformer
 from models.distill import MMKDLoss
 from models.targets import pixel_target
+
+
+def upcast(t: Tensor) -> Tensor:
+    """Half-precision tensors to float32; float32 / float64 stay as they are (parity runs use float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class PretrainTask(nn.Module):
@@ -31,10 +37,14 @@ class PretrainTask(nn.Module):
         video, mask = batch["video"], batch["mask"]
         with torch.no_grad():
             target = pixel_target(
-                video.float(), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
+                upcast(video), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
             )
         pred = self.model(video, mask)
-        return {"loss": F.mse_loss(pred.float(), target)}
+        return {"loss": F.mse_loss(pred.to(target.dtype), target)}
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Decay / no-decay groups over the model's own names (``mask_token`` exempt, as VideoMAE)."""
+        return param_groups(self.model, weight_decay)
 
     def checkpoint_state(self) -> dict[str, Tensor]:
         """VideoMAE's own key layout, so our checkpoints and the official ones are interchangeable."""
@@ -48,7 +58,10 @@ class DistillTask(nn.Module):
     """MMKD: student + alignment heads are trained; the teacher only provides targets.
 
     Student and teacher see the same masked clip; the loss compares their last-block outputs,
-    attention logits and values (spec §4).
+    attention logits and values (spec §4). ``teacher_precision`` (``fp32 | bf16 | fp16``, default:
+    whatever the caller's autocast does) is a context of its own: an fp32 teacher runs with
+    autocast disabled on a float32 input and its weights never become half, also when DeepSpeed
+    casts the task.
     """
 
     def __init__(
@@ -56,34 +69,51 @@ class DistillTask(nn.Module):
         student: PretrainVisionTransformer,
         teacher: PretrainVisionTransformer,
         heads: MMKDLoss,
-        teacher_autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+        teacher_precision: str | None = None,
     ):
         super().__init__()
         self.student = student
         self.heads = heads
         teacher.eval().requires_grad_(False)
         self._teacher = [teacher]  # a list hides it from parameters(), state_dict(), DDP and .train()
-        self._teacher_autocast = teacher_autocast
+        self.teacher_precision = teacher_precision
         self.num_temporal = student.encoder.grid_size[0]
 
     @property
     def teacher(self) -> PretrainVisionTransformer:
         return self._teacher[0]
 
-    def _apply(self, fn, recurse=True):  # keep .to()/.cuda()/.half() acting on the teacher too
+    def _apply(self, fn, recurse=True):  # .to()/.cuda()/.half() act on the teacher too ...
         super()._apply(fn, recurse)
         self.teacher._apply(fn, recurse)
+        if self.teacher_precision == "fp32" and self.teacher.encoder.patch_embed.proj.weight.dtype in (
+            torch.float16,
+            torch.bfloat16,
+        ):  # ... except that an fp32 teacher stays float32 when DeepSpeed casts the task to half
+            self.teacher.float()
         return self
+
+    def _teacher_context(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.teacher_precision is None:
+            return contextlib.nullcontext()  # inherit the caller's autocast
+        return autocast_context(device, self.teacher_precision)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, mask = batch["video"], batch["mask"]
         need_attn = self.heads.needs_attention
-        with torch.no_grad(), (self._teacher_autocast or contextlib.nullcontext)():
-            out_t = self.teacher.encode(video, mask, return_attention=need_attn)
+        with torch.no_grad(), self._teacher_context(video.device):
+            video_t = upcast(video) if self.teacher_precision == "fp32" else video
+            out_t = self.teacher.encode(video_t, mask, return_attention=need_attn)
         out_s = self.student.encode(video, mask, return_attention=need_attn)
-        # the objectives run in float32 whatever the encoders' precision (softmaxes over 1e3 logits)
+        # the objectives run in float32 (or float64) whatever the encoders' precision (softmaxes
+        # over 1e3 logits); the heads take features of any float dtype (see models.distill.mmkd)
         with torch.autocast(device_type=video.device.type, enabled=False):
-            return self.heads(_to_float(out_s), _to_float(out_t), self.num_temporal)
+            return self.heads(_upcast_output(out_s), _upcast_output(out_t), self.num_temporal)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Student and alignment heads in one decay / no-decay pair, as the reference groups them
+        (no skip list: only 1-D tensors and biases are exempt; heads share the student's lr)."""
+        return param_groups(self, weight_decay)
 
     def checkpoint_state(self) -> dict[str, Tensor]:
         return self.state_dict()
@@ -92,19 +122,34 @@ class DistillTask(nn.Module):
         self.load_state_dict(state, strict=True)
 
 
-def _to_float(out):
-    return type(out)(*(None if t is None else t.float() for t in (out.features, out.attn_logits, out.values)))
+def _upcast_output(out):
+    return type(out)(*(None if t is None else upcast(t) for t in (out.features, out.attn_logits, out.values)))
 
 
 class FinetuneTask(nn.Module):
-    """Classification with optional mixup / cutmix and label smoothing."""
+    """Classification with optional mixup / cutmix and label smoothing; layer-wise lr decay.
 
-    def __init__(self, model: VisionTransformer, mixup_fn=None, smoothing: float = 0.0):
+    The criterion is the reference's: soft-target CE with mixup, timm's label-smoothing CE with
+    ``smoothing > 0``, plain CE otherwise.
+    """
+
+    def __init__(
+        self,
+        model: VisionTransformer,
+        mixup_fn=None,
+        smoothing: float = 0.0,
+        layer_decay: float | None = None,
+    ):
         super().__init__()
         self.model = model
         self.mixup_fn = mixup_fn
-        self.smoothing = smoothing
-        self.soft_ce = SoftTargetCrossEntropy()
+        self.layer_decay = layer_decay
+        if mixup_fn is not None:
+            self.criterion = SoftTargetCrossEntropy()
+        elif smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing=smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, label = batch["video"], batch["label"]
@@ -112,11 +157,14 @@ class FinetuneTask(nn.Module):
             # timm's Mixup cuts boxes on the last two axes: fold time into channels so all frames
             # share the box, then unfold (its in-place edits land in ``video``)
             mixed, soft = self.mixup_fn(video.flatten(1, 2), label)
-            loss = self.soft_ce(self.model(mixed.view_as(video)).float(), soft)
-        else:
-            logits = self.model(video).float()
-            loss = F.cross_entropy(logits, label, label_smoothing=self.smoothing if self.training else 0.0)
-        return {"loss": loss}
+            return {"loss": self.criterion(upcast(self.model(mixed.view_as(video))), soft)}
+        logits = upcast(self.model(video))
+        loss = self.criterion(logits, label) if self.training else F.cross_entropy(logits, label)
+        return {"loss": loss, "class_acc": (logits.detach().argmax(-1) == label).to(logits.dtype).mean()}
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Layer-decay groups over the classifier's own names (``patch_embed`` 0, ``blocks.i`` i+1, head last)."""
+        return param_groups(self.model, weight_decay, layer_decay=self.layer_decay)
 
     def checkpoint_state(self) -> dict[str, Tensor]:
         return self.model.state_dict()

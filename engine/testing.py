@@ -11,14 +11,21 @@ from engine.multiview import format_view_line, merge_views, write_rank_file
 
 
 def multiview_test(
-    model, loader, env: DistEnv, output_dir: str, autocast, dedupe: str = "pair", print_freq: int = 10
+    model,
+    loader,
+    env: DistEnv,
+    output_dir: str,
+    autocast,
+    dedupe: str = "pair",
+    print_freq: int = 10,
+    folder_name: str = "test_views",
 ) -> dict:
     """Scores `test_num_segment` x `test_num_crop` views per video and merges softmax averages.
 
     Broken videos are excluded from the metric and reported by name and count, never replaced.
     """
     rows, broken = predict_views(model, loader, env.device, autocast, print_freq)
-    folder = Path(output_dir) / "test_views"
+    folder = Path(output_dir) / folder_name
     if env.is_main:
         os.makedirs(folder, exist_ok=True)
     barrier()

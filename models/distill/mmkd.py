@@ -72,7 +72,7 @@ class HintMLP(nn.Module):
         self.fc2 = nn.Linear(2 * in_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return _in_own_dtype(lambda y: self.fc2(self.act(self.fc1(y))), self.fc1.weight, x)
 
 
 class LinearHead(nn.Module):
@@ -83,7 +83,13 @@ class LinearHead(nn.Module):
         self.fc = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(x)
+        return _in_own_dtype(self.fc, self.fc.weight, x)
+
+
+def _in_own_dtype(fn, weight: Tensor, x: Tensor) -> Tensor:
+    """Runs a head in its weights' dtype and returns the input's: DeepSpeed bf16/fp16 casts the heads
+    to half while the objectives compute in float32 (a no-op when both are float32 / float64)."""
+    return fn(x.to(weight.dtype)).to(x.dtype)
 
 
 class MMKDLoss(nn.Module):
