@@ -45,17 +45,25 @@ def _real_model(fixture: dict) -> nn.Module:
     return model
 
 
+def _assert_same_groups(got: list[dict], expected: list[dict]) -> None:
+    """Names and weight decay exactly; lr_scale (a power, rounded by each libm) within 1e-12."""
+    assert [(g["params"], g["weight_decay"]) for g in got] == [
+        (g["params"], g["weight_decay"]) for g in expected
+    ]
+    np.testing.assert_allclose([g["lr_scale"] for g in got], [g["lr_scale"] for g in expected], rtol=1e-12)
+
+
 # --- cosine schedule ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", ["case0", "case1", "case2"])
-def test_cosine_matches_reference_bit_for_bit(case: str) -> None:
+def test_cosine_matches_reference(case: str) -> None:
     data = _load("schedules_cosine.pt")
     got = cosine_scheduler(**data["config"][case])
     expected = data["expected"][case].numpy()
     assert got.dtype == np.float64
     assert got.shape == expected.shape
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # math.cos rounds per libm / CPU
 
 
 def test_cosine_reference_error_cases_raise_value_error() -> None:
@@ -89,17 +97,17 @@ def test_layer_decay_groups_match_reference(case: int) -> None:
     assert [n for n, _ in model.named_parameters()] == exp["param_names"]
 
     values = layer_decay_values(cfg["layer_decay"], cfg["num_layers"])
-    np.testing.assert_array_equal(np.asarray(values), exp["values"].numpy())
+    np.testing.assert_allclose(np.asarray(values), exp["values"].numpy(), rtol=1e-12, atol=0)
     assigner = LayerDecayValueAssigner(values)
     assert [assigner.get_layer_id(n) for n in exp["param_names"]] == exp["layer_ids"]
-    assert [assigner.get_scale(i) for i in exp["layer_ids"]] == exp["lr_scale"]
+    np.testing.assert_allclose([assigner.get_scale(i) for i in exp["layer_ids"]], exp["lr_scale"], rtol=1e-12)
 
     groups = param_groups_for_finetune(model, cfg["weight_decay"], exp["skip_list"], assigner)
     got = [
         {"weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"], "params": g["param_names"]}
         for g in groups
     ]
-    assert got == exp["groups"]
+    _assert_same_groups(got, exp["groups"])
     by_name = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
     assert [by_name[n] for n in exp["param_names"]] == exp["weight_decay"]
     params = dict(model.named_parameters())
@@ -126,7 +134,7 @@ def test_build_optimizer_layer_decay_matches_reference(case: int) -> None:
         {"weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"], "params": g["param_names"]}
         for g in optimizer.param_groups
     ]
-    assert got == exp["groups"]
+    _assert_same_groups(got, exp["groups"])
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)
 
 
