@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import datetime
 import json
 import math
@@ -92,10 +93,12 @@ class MetricLogger:
             after :func:`engine.distributed.setup_for_distributed`).
     """
 
-    def __init__(self, delimiter: str = "  ", print_fn: Callable[[str], None] = print) -> None:
+    def __init__(self, delimiter: str = "  ", print_fn: Callable[[str], None] | None = None) -> None:
         self.meters: defaultdict[str, SmoothedValue] = defaultdict(SmoothedValue)
         self.delimiter = delimiter
-        self.print_fn = print_fn
+        # looked up when called: a default bound at import time would be the built-in print that
+        # setup_for_distributed replaces, and every rank would print its progress lines
+        self.print_fn = print_fn or (lambda line: builtins.print(line))
 
     def update(self, n: int = 1, **values: float | torch.Tensor | None) -> None:
         """Record one value per meter (tensors are converted; ``None`` is skipped)."""

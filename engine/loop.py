@@ -80,7 +80,9 @@ def _grad_norm(params: Iterable[Tensor]) -> Tensor:
 
 
 def _check_finite(losses: dict[str, Tensor]) -> None:
-    bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
+    # loss terms only: a detached metric (class_acc) that goes NaN is a consequence, not the cause
+    terms = {k: v for k, v in losses.items() if k == "loss" or v.requires_grad}
+    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
     if bad:
         terms = [k for k in bad if k != "loss"] or ["loss"]
         values = ", ".join(f"{k}={losses[k].item()}" for k in terms)

@@ -156,3 +156,40 @@ def test_failed_epoch_still_closes_the_tensorboard_file(videos, tmp_path, monkey
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     assert [e.value for e in events.Scalars("train/loss")] == [1.5]
+
+
+@pytest.mark.slow
+def test_deepspeed_bf16_distillation_with_other_widths_and_rotated_tag_folders(
+    videos, teacher_ckpt, tmp_path
+):
+    """pico (32) <- nano (64): alignment heads in bf16 under DeepSpeed, an fp32 teacher; --keep_last 1."""
+    out = tmp_path / "ds_bf16"
+    argv = distill_argv(
+        videos, teacher_ckpt, out, "--enable_deepspeed", "--batch_size", "2", "--precision", "bf16",
+        "--teacher_precision", "fp32", "--epochs", "3", "--keep_last", "1", "--max_steps_per_epoch", "2",
+    )  # fmt: skip
+    proc = _ok(run_script("run_mmkd_distill.py", argv, torchrun=2))
+    assert "final weights identical on all 2 rank(s)" in proc.stdout
+    assert sorted(p.name for p in (out / "deepspeed").glob("epoch-*")) == ["epoch-2"]
+    assert sorted(p.name for p in out.glob("checkpoint-*.pth")) == ["checkpoint-2.pth"]
+    losses = [r["train_loss"] for r in _log(out)]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)  # finite, logged once per epoch
+    assert proc.stdout.count("Epoch [0]  [0/2]") == 1  # progress lines from rank 0 only
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_accumulation_equals_the_larger_batch(videos, tmp_path):
+    """DDP with no_sync on the accumulation micro-steps: 2 ranks x 2 x 2 == 2 ranks x 4 x 1."""
+    digests = []
+    for name, extra in (("a", ["--batch_size", "4"]), ("b", ["--batch_size", "2", "--update_freq", "2"])):
+        out = tmp_path / name
+        argv = [
+            "--num_frames", "8", "--sampling_rate", "2", "--input_size", "32", "--device", "cpu", "--num_workers", "0",
+            "--data_path", str(videos / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8", "--decoder_depth",
+            "1", "--epochs", "1", "--warmup_epochs", "0", "--output_dir", str(out), "--print_freq", "100", *extra,
+        ]  # fmt: skip
+        proc = _ok(run_script("run_mae_pretraining.py", argv, torchrun=2))
+        assert "total batch 8 clips per step" in proc.stdout
+        digests.append(torch.load(out / "checkpoint-0.pth", weights_only=True)["model"])
+    for key in digests[0]:
+        torch.testing.assert_close(digests[0][key], digests[1][key], rtol=1e-4, atol=1e-6, msg=key)
