@@ -33,7 +33,7 @@ class PretrainTask(nn.Module):
             target = pixel_target(
                 video.float(), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
             )
-        pred = self.model(video, mask)
+        pred = self.model(video, mask, num_visible=batch.get("num_visible"))
         return {"loss": F.mse_loss(pred.float(), target)}
 
     def checkpoint_state(self) -> dict[str, Tensor]:
@@ -77,10 +77,11 @@ class DistillTask(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, mask = batch["video"], batch["mask"]
-        need_attn = self.heads.needs_attention
+        need_attn, num_visible = self.heads.needs_attention, batch.get("num_visible")
+        # through __call__ (forward = encode for encoder-only models), so that --compile applies
         with torch.no_grad(), (self._teacher_autocast or contextlib.nullcontext)():
-            out_t = self.teacher.encode(video, mask, return_attention=need_attn)
-        out_s = self.student.encode(video, mask, return_attention=need_attn)
+            out_t = self.teacher(video, mask, return_attention=need_attn, num_visible=num_visible)
+        out_s = self.student(video, mask, return_attention=need_attn, num_visible=num_visible)
         # the objectives run in float32 whatever the encoders' precision (softmaxes over 1e3 logits)
         with torch.autocast(device_type=video.device.type, enabled=False):
             return self.heads(_to_float(out_s), _to_float(out_t), self.num_temporal)
