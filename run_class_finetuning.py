@@ -22,7 +22,7 @@ from engine.logger import append_json_line
 from engine.loop import evaluate
 from engine.precision import autocast_context
 from engine.runner import Trainer, make_loader, prepare_output, setup
-from engine.tasks import FinetuneTask
+from engine.tasks import FinetuneTask, clip_erasing
 from engine.testing import multiview_test
 
 
@@ -44,8 +44,8 @@ def build_mixup(args, nb_classes: int) -> Mixup | None:
 def build_splits(args) -> dict[str, tuple[Dataset, int]]:
     """The splits this run needs: train (unless --eval/--test), val (unless --test), test (unless --eval).
 
-    Clips stay uint8 (normalised per batch on the device) except training clips with random
-    erasing, which fills with noise in the normalised space and so is normalised in the workers.
+    Clips stay uint8 in every split: they are normalised per batch on the device, and random
+    erasing (``--reprob``) runs there too, in `FinetuneTask`.
     """
     data = dict(
         data_path=args.data_path,
@@ -68,8 +68,7 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
             "train",
             num_sample=args.num_sample,
             auto_augment=None if args.aa.lower() in ("", "none") else args.aa,
-            reprob=args.reprob,
-            **dict(data, normalize=args.reprob > 0),
+            **data,
         )
     if not args.test:
         splits["val"] = build_dataset(args.data_set, "val", **data)
@@ -107,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     if train_only:
-        task = FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing)
+        erasing = clip_erasing(args.reprob, env.device)
+        task = FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing, erasing)
         results["history"] = Trainer(
             args, env, task, loaders["train"], evaluate=validate, layer_decay=args.layer_decay
         ).fit()

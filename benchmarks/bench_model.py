@@ -25,9 +25,11 @@ import timm  # noqa: E402
 
 import models  # noqa: E402,F401
 from datasets.masking import TubeMaskingGenerator  # noqa: E402
+from engine.optim import build_optimizer  # noqa: E402
 from engine.precision import autocast_context  # noqa: E402
 from engine.tasks import DistillTask  # noqa: E402
 from models.distill import MMKDConfig, MMKDLoss  # noqa: E402
+from models.vit import count_visible  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -58,14 +60,15 @@ def main() -> None:
     heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, MMKDConfig())
     autocast = partial(autocast_context, device, args.precision)
     task = DistillTask(student, teacher, heads, teacher_autocast=autocast).to(device)
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
+    # the trainer's optimiser (timm factory, fused kernel where torch has one)
+    opt = build_optimizer(task, lr=1e-4, weight_decay=0.05, opt_betas=(0.9, 0.95))
     scaler = torch.amp.GradScaler(enabled=args.precision == "fp16")
 
     grid = student.encoder.grid_size
     gen = TubeMaskingGenerator(grid, args.mask_ratio)
     video = torch.randn(args.batch_size, 3, args.num_frames, args.input_size, args.input_size, device=device)
     mask = torch.stack([torch.as_tensor(gen()) for _ in range(args.batch_size)]).to(device)
-    batch = {"video": video, "mask": mask}
+    batch = {"video": video, "mask": mask, "num_visible": count_visible(mask)}  # as collate_batch ships it
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 
@@ -97,18 +98,54 @@ def _to_float(out):
     return type(out)(*(None if t is None else t.float() for t in (out.features, out.attn_logits, out.values)))
 
 
-class FinetuneTask(nn.Module):
-    """Classification with optional mixup / cutmix and label smoothing."""
+def clip_erasing(probability: float, device: torch.device | str) -> RandomErasing | None:
+    """The reference's random erasing (timm, ``mode="pixel"``, one region, probability per frame).
 
-    def __init__(self, model: VisionTransformer, mixup_fn=None, smoothing: float = 0.0):
+    Regions are drawn from Python's ``random`` (seeded per rank by the entry point's set-up), the
+    per-pixel N(0, 1) noise from ``device``'s torch generator: nothing is read back to the host.
+    """
+    if probability <= 0:
+        return None
+    return RandomErasing(probability, mode="pixel", max_count=1, device=str(device))
+
+
+def erase_clips(video: Tensor, erasing: RandomErasing) -> Tensor:
+    """Normalised clips [B, 3, T, H, W], erased in place: each clip's frames are timm's batch.
+
+    The reference erases each clip as [T, 3, H, W], so every frame independently gets a region
+    with the erasing probability; the transposed view hands timm exactly that.
+    """
+    for clip in video:
+        erasing(clip.transpose(0, 1))
+    return video
+
+
+class FinetuneTask(nn.Module):
+    """Classification with optional random erasing, mixup / cutmix and label smoothing.
+
+    The task is the one owner of random erasing: it runs on the device, on the normalised training
+    clips, before mixup (the reference's order), so the data sets ship uint8 clips whatever
+    ``--reprob`` is; validation and test (which call ``model`` directly) are never erased.
+    """
+
+    def __init__(
+        self,
+        model: VisionTransformer,
+        mixup_fn=None,
+        smoothing: float = 0.0,
+        erasing: RandomErasing | None = None,
+    ):
         super().__init__()
         self.model = model
         self.mixup_fn = mixup_fn
         self.smoothing = smoothing
+        self.erasing = erasing
         self.soft_ce = SoftTargetCrossEntropy()
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, label = batch["video"], batch["label"]
+        if self.training and self.erasing is not None:
+            video = erase_clips(video, self.erasing)
         if self.training and self.mixup_fn is not None:
             # timm's Mixup cuts boxes on the last two axes: fold time into channels so all frames
             # share the box, then unfold (its in-place edits land in ``video``)

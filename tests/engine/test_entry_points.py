@@ -156,3 +156,15 @@ def test_failed_epoch_still_closes_the_tensorboard_file(videos, tmp_path, monkey
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     assert [e.value for e in events.Scalars("train/loss")] == [1.5]
+
+
+def test_finetune_with_erasing_repeats_from_the_seed(videos, tmp_path):
+    """--reprob: uint8 clips, erasing on the device; the same seed gives the same weights."""
+
+    def digest(run: str, reprob: str) -> str:
+        _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / run, "--reprob", reprob)))
+        return weights_digest(torch.load(tmp_path / run / "checkpoint-0.pth", weights_only=True)["model"])
+
+    erased = digest("a", "0.5")
+    assert erased == digest("b", "0.5")
+    assert erased != digest("plain", "0")  # the erasing did change the training clips
