@@ -1,7 +1,8 @@
 """Throughput and peak memory of one MMKD distillation step at the paper's configuration.
 
 Teacher forward (no grad) + student forward/backward + the four losses + AdamW step, ViT-S student,
-ViT-B teacher, 16x224x224 clips, tube mask 0.9 (spec §5). Prints one JSON line.
+ViT-B teacher, 16x224x224 clips, tube mask 0.9 (spec §5). Prints one JSON line, with the step's
+FLOPs (torch's FLOP counter) and, on a GPU with a known 16-bit peak (or --peak_tflops), the MFU.
 
     python benchmarks/bench_model.py --device cpu --batch_size 2 --attn sdpa
     python benchmarks/bench_model.py --device cuda --batch_size 64 --precision bf16 --attn eager
@@ -18,6 +19,7 @@ import time
 from functools import partial
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,7 +48,29 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--use_checkpoint", action="store_true")
+    p.add_argument("--num_k", type=int, default=10, help="MM top-k (lower it for tiny clips)")
+    p.add_argument("--num_f", type=int, default=10, help="hint / relation top-k (lower it for tiny clips)")
+    p.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=None,
+        help="the device's dense peak for --precision, for the MFU (default: known GPUs' bf16/fp16 peak)",
+    )
     return p.parse_args()
+
+
+# dense (no sparsity) bf16 / fp16 tensor-core peaks in TFLOP/s, from the vendors' data sheets
+PEAK_TFLOPS_16BIT = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100": 756.0, "A100": 312.0, "L40S": 362.1}
+
+
+def peak_tflops(device: torch.device, precision: str, override: float | None) -> float | None:
+    """The peak the MFU is taken against: --peak_tflops, or a known GPU's 16-bit peak."""
+    if override is not None:
+        return override
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS_16BIT.items() if k in name), None)
 
 
 def main() -> None:
@@ -57,7 +81,9 @@ def main() -> None:
     teacher = timm.create_model(args.teacher, **kw)
     for m in (student, teacher):
         models.set_attn_impl(m, args.attn)
-    heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, MMKDConfig())
+    heads = MMKDLoss(
+        student.encoder.embed_dim, teacher.encoder.embed_dim, MMKDConfig(num_k=args.num_k, num_f=args.num_f)
+    )
     autocast = partial(autocast_context, device, args.precision)
     task = DistillTask(student, teacher, heads, teacher_autocast=autocast).to(device)
     # the trainer's optimiser (timm factory, fused kernel where torch has one)
@@ -82,7 +108,10 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
+    with FlopCounterMode(display=False) as counter:  # one step, also the first warm-up step
+        step()
+    flops = counter.get_total_flops()
+    for _ in range(max(args.warmup - 1, 0)):
         step()
     sync()
     if device.type == "cuda":
@@ -92,6 +121,7 @@ def main() -> None:
         step()
     sync()
     elapsed = time.perf_counter() - start
+    peak_flops = peak_tflops(device, args.precision, args.peak_tflops)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
         mem_kind = "cuda_max_allocated_MiB"
@@ -116,6 +146,10 @@ def main() -> None:
                 "steps": args.steps,
                 "sec_per_step": round(elapsed / args.steps, 4),
                 "clips_per_s": round(args.batch_size * args.steps / elapsed, 3),
+                "gflop_per_step": round(flops / 1e9, 2),
+                "achieved_tflops": round(flops / (elapsed / args.steps) / 1e12, 2),
+                "peak_tflops": peak_flops,
+                "mfu": round(flops / (elapsed / args.steps) / (peak_flops * 1e12), 4) if peak_flops else None,
                 mem_kind: round(peak, 1),
             }
         )
