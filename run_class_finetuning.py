@@ -11,6 +11,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import torch
 from timm.data import Mixup
 from torch.utils.data import Dataset
 
@@ -22,7 +23,7 @@ from engine.logger import append_json_line
 from engine.loop import evaluate
 from engine.precision import autocast_context
 from engine.runner import Trainer, make_loader, prepare_output, setup
-from engine.tasks import FinetuneTask
+from engine.tasks import FinetuneTask, clip_erasing
 from engine.testing import multiview_test
 
 
@@ -44,8 +45,8 @@ def build_mixup(args, nb_classes: int) -> Mixup | None:
 def build_splits(args) -> dict[str, tuple[Dataset, int]]:
     """The splits this run needs: train (unless --eval/--test), val (unless --test), test (unless --eval).
 
-    Clips stay uint8 (normalised per batch on the device) except training clips with random
-    erasing, which fills with noise in the normalised space and so is normalised in the workers.
+    Clips stay uint8 in every split: they are normalised per batch on the device, and random
+    erasing (``--reprob``) runs there too, in `FinetuneTask`.
     """
     data = dict(
         data_path=args.data_path,
@@ -68,8 +69,7 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
             "train",
             num_sample=args.num_sample,
             auto_augment=None if args.aa.lower() in ("", "none") else args.aa,
-            reprob=args.reprob,
-            **dict(data, normalize=args.reprob > 0),
+            **data,
         )
     if not args.test:
         splits["val"] = build_dataset(args.data_set, "val", **data)
@@ -84,11 +84,18 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
     return splits
 
 
-def build_task(args, nb_classes: int) -> FinetuneTask:
-    """The classifier (from --finetune, if given) with its criterion, mixup and layer-wise lr decay."""
+def build_task(args, nb_classes: int, device: torch.device | str = "cpu") -> FinetuneTask:
+    """The classifier (from --finetune, if given) with its criterion, random erasing on ``device``,
+    mixup and layer-wise lr decay."""
     model, report = build_classifier(args, nb_classes)
     print(f"model {args.model} ({nb_classes} classes): {report}")
-    return FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing, layer_decay=args.layer_decay)
+    return FinetuneTask(
+        model,
+        build_mixup(args, nb_classes),
+        args.smoothing,
+        layer_decay=args.layer_decay,
+        erasing=clip_erasing(args.reprob, device),
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     splits = build_splits(args)
     train_only = "train" in splits
     nb_classes = next(iter(splits.values()))[1]
-    task = build_task(args, nb_classes)
+    task = build_task(args, nb_classes, env.device)
     model = task.model
     autocast = partial(autocast_context, env.device, args.precision)
     loaders = {

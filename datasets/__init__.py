@@ -2,7 +2,7 @@
 
 One module per concern: :mod:`.annotations` (list files), :mod:`.decoding` / :mod:`.frames`
 (decord, PyAV, frame folders), :mod:`.sampling` (which frames), :mod:`.crops` and
-:mod:`.transforms` (+ :mod:`.rand_augment`, :mod:`.random_erasing`), :mod:`.masking`,
+:mod:`.transforms` (+ :mod:`.rand_augment`), :mod:`.masking`,
 :mod:`.bad_data`, the datasets (:mod:`.pretrain`, :mod:`.classification`), :mod:`.builders`,
 :mod:`.collate`, and :mod:`.synthetic` (a generated action-recognition set).
 """

@@ -77,7 +77,6 @@ def build_dataset(
     test_num_segment: int = 5,
     test_num_crop: int = 3,
     auto_augment: str | None = "rand-m7-n4-mstd0.5-inc1",
-    reprob: float = 0.25,
     decoder: Decoder = "auto",
     list_format: ListFormat = "auto",
     max_bad_fraction: float = 0.5,
@@ -92,7 +91,8 @@ def build_dataset(
         nb_classes: overrides the data set's class count; every label must be below it.
         sampling_rate: frame stride (SSV2 uses segment sampling and ignores it).
         normalize: ``False`` returns uint8 clips, to normalise per batch with
-            :func:`datasets.normalize_video`; the train split then needs ``reprob=0``.
+            :func:`datasets.normalize_video`. Random erasing is not done here: the fine-tuning
+            task erases on the device, after normalisation (:class:`engine.tasks.FinetuneTask`).
 
     Returns:
         (dataset, nb_classes). Item layouts: see :class:`VideoClsTrainDataset` and
@@ -115,7 +115,7 @@ def build_dataset(
             seed=seed,
         )
         transform = FinetuneTrainTransform(
-            input_size, auto_augment, reprob, flip=not segment_based, normalize=normalize
+            input_size, auto_augment, flip=not segment_based, normalize=normalize
         )
         dataset: Dataset = VideoClsTrainDataset(clips, transform, num_sample)
     else:

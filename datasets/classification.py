@@ -77,6 +77,11 @@ class VideoClsEvalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records) * self.num_chunks * self.num_crops
 
+    @property
+    def views_per_video(self) -> int:
+        """Consecutive items per video (clips x crops; 1 for validation)."""
+        return self.num_chunks * self.num_crops
+
     def __getitem__(self, index: int) -> dict[str, object]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")

@@ -8,17 +8,25 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from models.vit import count_visible
+
 
 def collate_batch(items: Sequence[dict[str, object]]) -> dict[str, object]:
     """Stack a list of item dicts into a batch dict.
 
-    Tensors are stacked, ints / bools / floats become tensors, strings stay lists. Videos with
+    Tensors are stacked, ints / bools / floats become tensors, strings stay lists. A boolean
+    ``mask`` [B, N] adds ``num_visible``, the int P of visible tokens per clip. Videos with
     ``num_sample`` views, ``[B, V, 3, T, H, W]``, are flattened to ``[B·V, 3, T, H, W]`` and the
     labels (``[B, V]`` or ``[B]``) flattened / repeated to ``[B·V]`` to match.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
     batch = {key: _stack([item[key] for item in items], key) for key in items[0]}
+    mask = batch.get("mask")
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        # counted here, on the CPU: the models select visible tokens without reading the mask
+        # on the device (a host sync per step, and a graph break under torch.compile)
+        batch["num_visible"] = count_visible(mask)
     video = batch.get("video")
     if isinstance(video, torch.Tensor) and video.dim() == 6:
         views = video.shape[1]

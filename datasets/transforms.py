@@ -17,7 +17,6 @@ from torchvision.transforms import InterpolationMode
 
 from .crops import CropBox, random_resized_crop_box, sample_multi_scale_crop, three_crop_box
 from .rand_augment import RandAugmentConfig, VideoRandAugment
-from .random_erasing import RandomErasing
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -95,25 +94,21 @@ class FinetuneTrainTransform:
     """Fine-tuning train view (VideoMAE ``_aug_frame``).
 
     RandAugment (one draw per clip) -> random-resized crop (area 0.08–1, aspect 3/4–4/3) ->
-    horizontal flip (p 0.5, off for SSv2) -> normalise -> random erasing per frame. The reference
-    normalises before the crop; resizing is linear, so doing it on uint8 first only adds uint8
-    rounding (≤ 0.5/255) and is cheaper. ``normalize=False`` (uint8 output) needs ``reprob=0``:
-    erasing fills with noise in the normalised space.
+    horizontal flip (p 0.5, off for SSv2) -> normalise. The reference normalises before the
+    crop; resizing is linear, so doing it on uint8 first only adds uint8 rounding (≤ 0.5/255) and
+    is cheaper. The reference's last step, random erasing, runs on the device after normalisation
+    (:class:`engine.tasks.FinetuneTask`), so that the clips can travel as uint8.
     """
 
     def __init__(
         self,
         input_size: int = 224,
         auto_augment: str | None = None,
-        reprob: float = 0.0,
         flip: bool = True,
         normalize: bool = True,
     ) -> None:
-        if reprob > 0 and not normalize:
-            raise ValueError("random erasing (reprob > 0) works on normalised clips; use normalize=True")
         self.input_size = input_size
         self.rand_augment = VideoRandAugment(RandAugmentConfig.parse(auto_augment)) if auto_augment else None
-        self.erasing = RandomErasing(reprob) if reprob > 0 else None
         self.flip = flip
         self.normalize = normalize
 
@@ -126,10 +121,7 @@ class FinetuneTrainTransform:
         video = crop_resize(video, box, (self.input_size, self.input_size))
         if self.flip and rng.random() < 0.5:
             video = video.flip(-1)
-        video = output_clip(video, self.normalize)
-        if self.erasing is not None:
-            video = self.erasing(video, rng)
-        return video
+        return output_clip(video, self.normalize)
 
 
 class EvalTransform:

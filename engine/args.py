@@ -16,6 +16,7 @@ from models.distill import MODES, VALUE_LAYOUTS
 
 DATA_SETS = ("Kinetics-400", "UCF101", "HMDB51", "SSV2")
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class UsageError(ValueError):
@@ -42,6 +43,13 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     )
     g.add_argument("--use_checkpoint", action="store_true", help="gradient checkpointing in every block")
     g.add_argument("--attn_impl", choices=("sdpa", "eager"), default="sdpa", help="attention kernel")
+    g.add_argument("--compile", action="store_true", help="torch.compile the student / teacher / classifier")
+    g.add_argument(
+        "--compile_mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="torch.compile mode (with --compile)",
+    )
 
     g = p.add_argument_group("data")
     g.add_argument(

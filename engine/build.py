@@ -35,6 +35,17 @@ def create(name: str, option: str, **kwargs) -> nn.Module:
         raise UsageError(f"{option} {name}: {err}; adjust --num_frames / --input_size") from None
 
 
+def maybe_compile(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """With ``--compile``: ``model.compile(mode=--compile_mode)``, in place.
+
+    In place (not ``torch.compile(model)``) so that parameter names, state dicts, checkpoints and
+    the DDP / DeepSpeed wrapping stay those of the plain model; compilation happens at the first call.
+    """
+    if args.compile:
+        model.compile(mode=args.compile_mode)
+    return model
+
+
 def _encoder_kwargs(args: argparse.Namespace) -> dict:
     return dict(img_size=args.input_size, num_frames=args.num_frames, use_checkpoint=args.use_checkpoint)
 
@@ -49,7 +60,7 @@ def build_pretrain_model(args: argparse.Namespace) -> PretrainVisionTransformer:
     )
     if not isinstance(model, PretrainVisionTransformer):
         raise UsageError(f"--model {args.model} is not a pre-training model; use a pretrain_videomae_* name")
-    return models.set_attn_impl(model, args.attn_impl)
+    return maybe_compile(models.set_attn_impl(model, args.attn_impl), args)
 
 
 def visible_per_slice(model: PretrainVisionTransformer, mask_type: str, mask_ratio: float) -> tuple[int, int]:
@@ -120,7 +131,8 @@ def build_distill(
         heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, cfg)
     except ValueError as err:
         raise UsageError(f"--alignment {args.alignment}: {err}") from None
-    return student, models.set_attn_impl(teacher, args.attn_impl), heads, report.summary()
+    teacher = maybe_compile(models.set_attn_impl(teacher, args.attn_impl), args)
+    return student, teacher, heads, report.summary()
 
 
 def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionTransformer, str]:
@@ -148,7 +160,7 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
             report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
         except CheckpointError as err:
             raise UsageError(f"--finetune: {err}") from None
-    return model, report
+    return maybe_compile(model, args), report
 
 
 def build_masked_clips(args: argparse.Namespace, model: PretrainVisionTransformer):

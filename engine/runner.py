@@ -34,6 +34,7 @@ from engine.logger import TensorboardLogger, append_json_line, save_args
 from engine.loop import EpochState, StepConfig, steps_in_epoch, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.precision import autocast_context, make_grad_scaler
+from engine.samplers import VideoShardSampler
 
 
 def setup(args: argparse.Namespace) -> DistEnv:
@@ -61,8 +62,12 @@ def _seed_worker(worker_id: int) -> None:
 def make_loader(
     dataset: Dataset, args: argparse.Namespace, env: DistEnv, train: bool, shard: bool = True
 ) -> DataLoader:
-    """Training: shuffled, sharded over ranks, drop_last. Eval: ordered, sharded when ``shard``."""
-    if env.distributed and (train or shard):
+    """Training: shuffled, sharded over ranks, drop_last. Eval: ordered, sharded when ``shard``
+    (by whole videos where the data set numbers its views video-major, see `VideoShardSampler`)."""
+    views = getattr(dataset, "views_per_video", None)
+    if env.distributed and shard and not train and views is not None:
+        sampler = VideoShardSampler(len(dataset), views, env.world_size, env.rank)
+    elif env.distributed and (train or shard):
         sampler = DistributedSampler(
             dataset, env.world_size, env.rank, shuffle=train, seed=args.seed, drop_last=train
         )

@@ -10,6 +10,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+from timm.data.random_erasing import RandomErasing
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import Tensor, nn
 
@@ -39,7 +40,7 @@ class PretrainTask(nn.Module):
             target = pixel_target(
                 upcast(video), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
             )
-        pred = self.model(video, mask)
+        pred = self.model(video, mask, num_visible=batch.get("num_visible"))
         return {"loss": F.mse_loss(pred.to(target.dtype), target)}
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
@@ -100,11 +101,12 @@ class DistillTask(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, mask = batch["video"], batch["mask"]
-        need_attn = self.heads.needs_attention
+        need_attn, num_visible = self.heads.needs_attention, batch.get("num_visible")
+        # through __call__ (forward = encode for encoder-only models), so that --compile applies
         with torch.no_grad(), self._teacher_context(video.device):
             video_t = upcast(video) if self.teacher_precision == "fp32" else video
-            out_t = self.teacher.encode(video_t, mask, return_attention=need_attn)
-        out_s = self.student.encode(video, mask, return_attention=need_attn)
+            out_t = self.teacher(video_t, mask, return_attention=need_attn, num_visible=num_visible)
+        out_s = self.student(video, mask, return_attention=need_attn, num_visible=num_visible)
         # the objectives run in float32 (or float64) whatever the encoders' precision (softmaxes
         # over 1e3 logits); the heads take features of any float dtype (see models.distill.mmkd)
         with torch.autocast(device_type=video.device.type, enabled=False):
@@ -126,11 +128,37 @@ def _upcast_output(out):
     return type(out)(*(None if t is None else upcast(t) for t in (out.features, out.attn_logits, out.values)))
 
 
+def clip_erasing(probability: float, device: torch.device | str) -> RandomErasing | None:
+    """The reference's random erasing (timm, ``mode="pixel"``, one region, probability per frame).
+
+    Regions are drawn from Python's ``random`` (seeded per rank by the entry point's set-up), the
+    per-pixel N(0, 1) noise from ``device``'s torch generator: nothing is read back to the host.
+    """
+    if probability <= 0:
+        return None
+    return RandomErasing(probability, mode="pixel", max_count=1, device=str(device))
+
+
+def erase_clips(video: Tensor, erasing: RandomErasing) -> Tensor:
+    """Normalised clips [B, 3, T, H, W], erased in place: each clip's frames are timm's batch.
+
+    The reference erases each clip as [T, 3, H, W], so every frame independently gets a region
+    with the erasing probability; the transposed view hands timm exactly that.
+    """
+    for clip in video:
+        erasing(clip.transpose(0, 1))
+    return video
+
+
 class FinetuneTask(nn.Module):
-    """Classification with optional mixup / cutmix and label smoothing; layer-wise lr decay.
+    """Classification with optional random erasing, mixup / cutmix and label smoothing; layer-wise
+    lr decay.
 
     The criterion is the reference's: soft-target CE with mixup, timm's label-smoothing CE with
-    ``smoothing > 0``, plain CE otherwise.
+    ``smoothing > 0``, plain CE otherwise. The task is the one owner of random erasing: it runs on
+    the device, on the normalised training clips, before mixup (the reference's order), so the data
+    sets ship uint8 clips whatever ``--reprob`` is; validation and test (which call ``model``
+    directly) are never erased.
     """
 
     def __init__(
@@ -139,11 +167,13 @@ class FinetuneTask(nn.Module):
         mixup_fn=None,
         smoothing: float = 0.0,
         layer_decay: float | None = None,
+        erasing: RandomErasing | None = None,
     ):
         super().__init__()
         self.model = model
         self.mixup_fn = mixup_fn
         self.layer_decay = layer_decay
+        self.erasing = erasing
         if mixup_fn is not None:
             self.criterion = SoftTargetCrossEntropy()
         elif smoothing > 0:
@@ -153,6 +183,8 @@ class FinetuneTask(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, label = batch["video"], batch["label"]
+        if self.training and self.erasing is not None:
+            video = erase_clips(video, self.erasing)
         if self.training and self.mixup_fn is not None:
             # timm's Mixup cuts boxes on the last two axes: fold time into channels so all frames
             # share the box, then unfold (its in-place edits land in ``video``)

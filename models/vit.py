@@ -71,12 +71,35 @@ class PatchEmbed(nn.Module):
             stride=(tubelet_size, patch_size, patch_size),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _check_shape(self, x: Tensor) -> None:
         _, _, t, h, w = x.shape
         expected = (self.num_frames, self.img_size, self.img_size)
         if (t, h, w) != expected:
             raise ValueError(f"model expects clips of {expected} (frames, height, width), got {(t, h, w)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
         return self.proj(x).flatten(2).transpose(1, 2)  # [B, N, C], time-major
+
+    def forward_selected(self, x: Tensor, index: Tensor) -> Tensor:
+        """Embeds only the tubelets at ``index`` [B, P] (token indices): [B, 3, T, H, W] -> [B, P, C].
+
+        The strided Conv3d is a linear map of each tubelet, so gathering the P tubelets first and
+        applying the kernel as a matrix gives the tokens of ``forward(x)[b, index[b]]`` (to float
+        rounding) at P / N of the cost: a tube mask of ratio 0.9 embeds a tenth of the clip.
+        """
+        self._check_shape(x)
+        b = x.shape[0]
+        tt, hh, ww = self.grid_size
+        t, p = self.tubelet_size, self.patch_size
+        # a view [B, T', H', W', C, t, p, p]: indexing it copies only the selected tubelets
+        tubes = x.unflatten(4, (ww, p)).unflatten(3, (hh, p)).unflatten(2, (tt, t))  # views, any strides
+        tubes = tubes.permute(0, 2, 4, 6, 1, 3, 5, 7)
+        ti, rest = index.div(hh * ww, rounding_mode="floor"), index.remainder(hh * ww)
+        hi, wi = rest.div(ww, rounding_mode="floor"), rest.remainder(ww)
+        rows = torch.arange(b, device=x.device)[:, None]
+        patches = tubes[rows, ti, hi, wi].flatten(2)  # [B, P, C*t*p*p], the kernel's (c, t, y, x) order
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
 
 class Attention(nn.Module):
@@ -220,6 +243,38 @@ def _init_linear_trunc(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def count_visible(mask: Tensor) -> int:
+    """Visible tokens per clip P of a mask [B, N] (True = hidden); every clip must have the same P.
+
+    Reads the mask on the host: call it where the mask still lives on the CPU (`collate_batch`
+    does, and ships the count as ``batch["num_visible"]``).
+    """
+    counts = (~mask).sum(dim=1)
+    if counts.numel() and not bool((counts == counts[0]).all()):
+        raise ValueError(
+            f"every clip of a batch needs the same number of visible tokens, got {counts.tolist()}"
+        )
+    return int(counts[0]) if counts.numel() else 0
+
+
+def split_tokens(mask: Tensor, num_visible: int | None = None) -> tuple[Tensor, Tensor]:
+    """mask [B, N] (True = hidden) -> (visible [B, P], hidden [B, N - P]) token indices, ascending.
+
+    A stable sort of the mask puts the visible indices first, each group in increasing order:
+    exactly the tokens and the order of ``x[~mask]`` / ``x[mask]``. With ``num_visible`` given the
+    output shapes follow from the arguments alone, so ``torch.compile`` needs no graph break.
+    """
+    if num_visible is None:
+        num_visible = count_visible(mask)
+    order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
+    return order[:, :num_visible], order[:, num_visible:]
+
+
+def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """x [B, N, C], index [B, P] -> x[b, index[b]] as [B, P, C]."""
+    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
 @dataclass
 class EncoderOutput:
     """What the encoder returns, whatever was asked.
@@ -297,27 +352,37 @@ class VideoEncoder(nn.Module):
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
-    def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """[B, 3, T, H, W] (+ mask [B, N], True = hidden) -> visible tokens with positions [B, P, C]."""
-        x = self.patch_embed(x)
-        x = self.pos_drop(x + self.pos_embed.to(dtype=x.dtype))
-        if mask is not None:
-            b, _, c = x.shape
-            x = x[~mask].reshape(b, -1, c)
-        return x
+    def embed(self, x: Tensor, mask: Tensor | None = None, num_visible: int | None = None) -> Tensor:
+        """[B, 3, T, H, W] (+ mask [B, N], True = hidden) -> visible tokens with positions [B, P, C].
+
+        Only the visible tubelets are embedded; ``num_visible`` (P, see `split_tokens`) lets a
+        compiled model select them without reading the mask on the host.
+        """
+        if mask is None:
+            x = self.patch_embed(x)
+            return self.pos_drop(x + self.pos_embed.to(dtype=x.dtype))
+        visible, _ = split_tokens(mask, num_visible)
+        x = self.patch_embed.forward_selected(x, visible)
+        pos = self.pos_embed.to(dtype=x.dtype).expand(x.shape[0], -1, -1)
+        return self.pos_drop(x + gather_tokens(pos, visible))
 
     def forward_tokens(
-        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+        num_visible: int | None = None,
     ) -> EncoderOutput:
         """Blocks over the visible tokens; final norm NOT applied (MMKD distils this output)."""
-        tokens, extras = _run_blocks(self.blocks, self.embed(x, mask), self.use_checkpoint, return_attention)
+        tokens = self.embed(x, mask, num_visible)
+        tokens, extras = _run_blocks(self.blocks, tokens, self.use_checkpoint, return_attention)
         if extras is None:
             return EncoderOutput(tokens)
         return EncoderOutput(tokens, *extras)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, num_visible: int | None = None) -> Tensor:
         """Normalised visible-token features [B, P, C]."""
-        return self.norm(self.forward_tokens(x, mask).features)
+        return self.norm(self.forward_tokens(x, mask, num_visible=num_visible).features)
 
 
 class Decoder(nn.Module):
@@ -429,24 +494,30 @@ class PretrainVisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token", "mask_token", "encoder.pos_embed"}
 
-    def encode(self, x: Tensor, mask: Tensor, return_attention: bool = False) -> EncoderOutput:
+    def encode(
+        self, x: Tensor, mask: Tensor, return_attention: bool = False, num_visible: int | None = None
+    ) -> EncoderOutput:
         """MMKD view: un-normalised last-block features of the visible tokens (+ attention)."""
-        return self.encoder.forward_tokens(x, mask, return_attention)
+        return self.encoder.forward_tokens(x, mask, return_attention, num_visible)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor | EncoderOutput:
+    def forward(
+        self, x: Tensor, mask: Tensor, return_attention: bool = False, num_visible: int | None = None
+    ) -> Tensor | EncoderOutput:
         """[B, 3, T, H, W], mask [B, N] -> predictions of the masked tokens [B, N_mask, 3*t*p*p].
 
-        Encoder-only models (decoder_depth=0) return `encode(x, mask)` instead.
+        Encoder-only models (decoder_depth=0) return `encode(x, mask, return_attention)` instead,
+        so that a compiled model (``model.compile()`` wraps ``__call__``) compiles the MMKD view.
         """
         if self.decoder_depth == 0:
-            return self.encode(x, mask)
-        x_vis = self.encoder_to_decoder(self.encoder(x, mask))  # [B, P, Cd]
-        b, _, c = x_vis.shape
-        pos = self.pos_embed.to(dtype=x_vis.dtype).expand(b, -1, -1)
-        pos_vis = pos[~mask].reshape(b, -1, c)
-        pos_mask = pos[mask].reshape(b, -1, c)
+            return self.encode(x, mask, return_attention, num_visible)
+        if return_attention:
+            raise ValueError("return_attention needs an encoder-only model (decoder_depth=0)")
+        visible, hidden = split_tokens(mask, num_visible)
+        x_vis = self.encoder_to_decoder(self.encoder(x, mask, visible.shape[1]))  # [B, P, Cd]
+        pos = self.pos_embed.to(dtype=x_vis.dtype).expand(x_vis.shape[0], -1, -1)
+        pos_vis, pos_mask = gather_tokens(pos, visible), gather_tokens(pos, hidden)
         x_full = torch.cat([x_vis + pos_vis, self.mask_token.to(x_vis.dtype) + pos_mask], dim=1)
-        return self.decoder(x_full, pos_mask.shape[1])
+        return self.decoder(x_full, hidden.shape[1])
 
 
 class VisionTransformer(VideoEncoder):

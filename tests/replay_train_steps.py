@@ -16,7 +16,8 @@ accumulation, clipping, EMA, the training loop). Only three things are substitut
 * the initial weights: the fixture's (the teacher through ``--path_t``, as users pass it).
 
 Plumbing flags added to the reference's: ``--device cpu --num_workers 0``, a stand-in
-``--data_path``, ``--path_t``, ``--print_freq 1`` (so that the gradient norm is logged every step,
+``--data_path``, ``--path_t``, ``--reprob 0`` for fine-tuning (the batches arrive augmented: the
+reference erases in its data set, we erase on the device in the task), ``--print_freq 1`` (so that the gradient norm is logged every step,
 as the reference logs it), and ``--local_value_layout reference`` for distillation (the
 reference's MM-local value pairing; our default is the time-major one, see MMKD_SPEC §4.4).
 
@@ -72,7 +73,9 @@ def _plumbing(fx: dict, tmp: Path) -> list[str]:
     if cfg["kind"] == "finetune":
         for split in ("train", "val", "test"):  # the lists only have to exist: the batches replace them
             (tmp / f"{split}.csv").write_text("unused.mp4 0\n")
-        argv += ["--data_path", str(tmp)]
+        # --reprob 0: the fixture's clips are the reference's augmented ones (its erasing ran in its
+        # data set; ours runs in the task, on the device)
+        argv += ["--data_path", str(tmp), "--reprob", "0"]
     else:
         (tmp / "train.csv").write_text("unused.mp4 0\n")
         argv += ["--data_path", str(tmp / "train.csv")]
@@ -104,7 +107,11 @@ def build_trainer(fx: dict, tmp: Path) -> tuple[Trainer, argparse.Namespace]:
     args = cli_args.parse(kind, [*cfg["argv"], *_plumbing(fx, tmp)])
     env = setup(args)
     with fixture_models(cfg):
-        task = entry.build_task(args, args.nb_classes) if kind == "finetune" else entry.build_task(args)
+        task = (
+            entry.build_task(args, args.nb_classes, env.device)
+            if kind == "finetune"
+            else entry.build_task(args)
+        )
     trained = task.student if kind == "distill" else task.model
     trained.load_state_dict(fx["params"]["model"], strict=True)
     if "heads" in fx["params"]:

@@ -21,7 +21,7 @@ from datasets.annotations import read_annotation_list
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 SMALL = {"num_frames": 8, "sampling_rate": 2, "input_size": 32}
-# ImageNet-normalised uint8 values lie within these bounds (erasing noise is N(0, 1) and stays well inside).
+# ImageNet-normalised uint8 values lie within these bounds.
 LOW, HIGH = -2.2, 2.7
 
 
@@ -190,7 +190,7 @@ def _uint8_twins(synthetic, split: str):
             build_pretraining_dataset(synthetic["pretrain"], patch_size=16, normalize=n, **SMALL)
             for n in (True, False)
         ]
-    extra = {"test_num_segment": 2, "test_num_crop": 3} if split == "test" else {"reprob": 0.0}
+    extra = {"test_num_segment": 2, "test_num_crop": 3} if split == "test" else {}
     return [
         build_dataset(
             "UCF101", split, data_path=synthetic["root"], nb_classes=3, normalize=n, **extra, **SMALL
@@ -220,13 +220,6 @@ def test_uint8_invalid_eval_item_is_uint8(synthetic, tmp_path: Path) -> None:
     item = dataset[0]
     assert item["valid"] is False and item["video"].dtype == torch.uint8
     assert collate_batch([item])["video"].dtype == torch.uint8  # collates with valid uint8 items
-
-
-def test_uint8_train_clips_refuse_random_erasing(synthetic) -> None:
-    with pytest.raises(ValueError, match="reprob"):
-        build_dataset(
-            "UCF101", "train", data_path=synthetic["root"], nb_classes=3, reprob=0.25, normalize=False
-        )
 
 
 def test_normalize_video_checks_its_input() -> None:

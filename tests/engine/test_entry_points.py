@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
 
+import models  # noqa: F401
 from engine.runner import weights_digest
 from tests.engine.conftest import distill_argv, finetune_argv, run_script
 
@@ -193,3 +195,35 @@ def test_torchrun_two_ranks_accumulation_equals_the_larger_batch(videos, tmp_pat
         digests.append(torch.load(out / "checkpoint-0.pth", weights_only=True)["model"])
     for key in digests[0]:
         torch.testing.assert_close(digests[0][key], digests[1][key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_finetune_with_erasing_repeats_from_the_seed(videos, tmp_path):
+    """--reprob: uint8 clips, erasing on the device; the same seed gives the same weights."""
+
+    def digest(run: str, reprob: str) -> str:
+        _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / run, "--reprob", reprob)))
+        return weights_digest(torch.load(tmp_path / run / "checkpoint-0.pth", weights_only=True)["model"])
+
+    erased = digest("a", "0.5")
+    assert erased == digest("b", "0.5")
+    assert erased != digest("plain", "0")  # the erasing did change the training clips
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_multiview_test_shards_whole_videos(videos, tmp_path):
+    """Each rank scores whole videos (every view once, no padding); the merge equals one process."""
+    torch.manual_seed(0)  # one set of weights for every rank (each rank seeds its own init)
+    model = timm.create_model("vit_pico_patch8", img_size=32, all_frames=8, num_classes=3)
+    torch.save({"model": model.state_dict()}, tmp_path / "cls.pth")
+    test = ("--test", "--finetune", str(tmp_path / "cls.pth"))
+    one = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / "one", *test)))
+    out = tmp_path / "two"
+    two = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, out, *test), torchrun=2))
+    ranks = [(out / "test_views" / f"{r}.txt").read_text().splitlines()[1:] for r in range(2)]
+    ids = [{line.split(" [")[0] for line in lines} for lines in ranks]
+    assert ids[0] and ids[1] and ids[0].isdisjoint(ids[1])
+    assert sorted(len(x) for x in ranks) == [4, 8]  # 3 videos x 2 clips x 2 crops, split 1 / 2 videos
+    summary = [line for line in one.stdout.splitlines() if line.startswith("multi-view test:")]
+    assert summary and summary == [
+        line for line in two.stdout.splitlines() if line.startswith("multi-view test:")
+    ]

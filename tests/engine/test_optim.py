@@ -212,3 +212,27 @@ def test_apply_schedules_scales_lr_and_keeps_no_decay_at_zero() -> None:
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()
+
+
+def test_build_optimizer_uses_the_fused_kernel_where_there_is_one() -> None:
+    adamw = build_optimizer(_tiny(), lr=1e-3, weight_decay=0.05)
+    assert adamw.defaults["fused"] is True  # torch has a fused AdamW for CPU and CUDA parameters
+    lamb = build_optimizer(_tiny(), opt="lamb", lr=1e-3, weight_decay=0.05)
+    assert lamb.defaults.get("fused") is None and lamb.defaults["foreach"] is True
+
+
+def test_fused_adamw_steps_like_the_per_tensor_one() -> None:
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = _tiny()
+        if fused:
+            opt = build_optimizer(model, lr=1e-2, weight_decay=0.05)
+        else:
+            opt = torch.optim.AdamW(param_groups_for_finetune(model, 0.05), lr=1e-2, foreach=False)
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.ones(2, model[0].in_features)).square().sum().backward()
+            opt.step()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-7)

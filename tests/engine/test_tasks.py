@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import timm
 import torch
 
 import models  # noqa: F401
-from engine.tasks import DistillTask, FinetuneTask, PretrainTask
+from engine.tasks import DistillTask, FinetuneTask, PretrainTask, clip_erasing, erase_clips
 from models.distill import MMKDConfig, MMKDLoss
 
 KW = dict(img_size=32, num_frames=4)
@@ -100,3 +102,40 @@ def test_finetune_task_with_mixup_loss_falls():
     _losses_fall(task, steps=10, lr=3e-3)
     task.eval()
     assert task(fixed_batch())["loss"].item() > 0
+
+
+def test_clip_erasing_is_the_reference_pixel_mode():
+    erasing = clip_erasing(0.25, "cpu")
+    assert (erasing.probability, erasing.mode, erasing.min_count, erasing.max_count) == (0.25, "pixel", 1, 1)
+    assert clip_erasing(0.0, "cpu") is None
+
+
+def _erased(seed: int, video: torch.Tensor, probability: float = 1.0) -> torch.Tensor:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return erase_clips(video.clone(), clip_erasing(probability, video.device))
+
+
+def test_erasing_gives_every_frame_its_own_region_and_repeats_from_the_seed():
+    video = torch.zeros(2, 3, 6, 32, 32)
+    erased = _erased(0, video)
+    changed = (erased != video).any(dim=1)  # [B, T, H, W], a region per frame
+    assert changed.flatten(2).any(-1).all()  # probability 1: every frame of every clip erased
+    regions = {
+        tuple(changed[b, t].nonzero().float().mean(0).round().tolist()) for b in range(2) for t in range(6)
+    }
+    assert len(regions) > 1  # drawn per frame, not once per clip
+    assert torch.equal(erased, _erased(0, video)) and not torch.equal(erased, _erased(1, video))
+    assert 0.5 < erased[changed[:, None].expand_as(erased)].std() < 1.5  # per-pixel N(0, 1) noise
+
+
+def test_finetune_task_erases_only_in_training():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_pico_patch8", num_classes=2, all_frames=4, img_size=32)
+    task = FinetuneTask(model, erasing=clip_erasing(1.0, "cpu"))
+    batch = fixed_batch()
+    before = batch["video"].clone()
+    task.eval()(batch)
+    assert torch.equal(batch["video"], before)
+    task.train()(batch)
+    assert not torch.equal(batch["video"], before)
