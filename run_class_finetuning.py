@@ -42,7 +42,8 @@ def build_mixup(args, nb_classes: int) -> Mixup | None:
 
 
 def build_splits(args) -> dict[str, tuple[Dataset, int]]:
-    """The splits this run needs: train (unless --eval/--test), val (unless --test), test (unless --eval).
+    """The splits this run needs: train (unless --eval/--test), val (unless --test or
+    --disable_eval_during_finetuning), test (unless --eval).
 
     Clips stay uint8 (normalised per batch on the device) except training clips with random
     erasing, which fills with noise in the normalised space and so is normalised in the workers.
@@ -71,7 +72,7 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
             reprob=args.reprob,
             **dict(data, normalize=args.reprob > 0),
         )
-    if not args.test:
+    if args.eval or not (args.test or args.disable_eval_during_finetuning):
         splits["val"] = build_dataset(args.data_set, "val", **data)
     if not args.eval:
         splits["test"] = build_dataset(
@@ -108,8 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if train_only:
         task = FinetuneTask(model, build_mixup(args, nb_classes), args.smoothing)
+        evaluate_each_epoch = None if args.disable_eval_during_finetuning else validate
         results["history"] = Trainer(
-            args, env, task, loaders["train"], evaluate=validate, layer_decay=args.layer_decay
+            args, env, task, loaders["train"], evaluate=evaluate_each_epoch, layer_decay=args.layer_decay
         ).fit()
     if args.eval:
         results["val"] = evaluate(
