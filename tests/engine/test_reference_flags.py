@@ -18,7 +18,8 @@ import shlex
 import pytest
 import torch
 
-from engine.args import build_parser, parse
+from engine.args import UsageError, build_parser, parse
+from engine.build import build_classifier
 from engine.cli import EXIT_USAGE, run
 from tests.engine.conftest import finetune_argv, run_script
 
@@ -226,3 +227,34 @@ def test_no_save_ckpt_and_no_eval_during_finetuning(videos, tmp_path):
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert not any(k.startswith("val_") for k in log[0]) and "train_loss" in log[0]
     assert log[-1]["final_test"]["num_videos"] == 3
+
+
+def _classifier_args(paths: dict[str, str], *extra: str):
+    clip = "--model vit_pico_patch8 --num_frames 8 --input_size 32 --nb_classes 3".split()
+    return parse("finetune", [*_base("finetune", paths), *clip, *extra])
+
+
+def test_model_key_and_model_prefix_pick_the_finetune_weights(paths, tmp_path):
+    source, _ = build_classifier(_classifier_args(paths), 3)
+    path = tmp_path / "wrapped.pth"
+    weights = {f"net.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"model": {}, "weights": weights}, path)
+    args = _classifier_args(
+        paths, "--finetune", str(path), "--model_key", "nothing|weights", "--model_prefix", "net."
+    )
+    model, report = build_classifier(args, 3)
+    assert "tensors loaded" in report
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(UsageError, match="--model_prefix 'head.' starts no key"):
+        build_classifier(
+            _classifier_args(
+                paths, "--finetune", str(path), "--model_key", "weights", "--model_prefix", "head."
+            ),
+            3,
+        )
+
+
+def test_tubelet_size_is_the_models(paths):
+    model, _ = build_classifier(_classifier_args(paths, "--tubelet_size", "4"), 3)
+    assert model.patch_embed.tubelet_size == 4 and model.patch_embed.grid_size[0] == 2
