@@ -43,7 +43,8 @@ def build_mixup(args, nb_classes: int) -> Mixup | None:
 
 
 def build_splits(args) -> dict[str, tuple[Dataset, int]]:
-    """The splits this run needs: train (unless --eval/--test), val (unless --test), test (unless --eval).
+    """The splits this run needs: train (unless --eval/--test), val (unless --test or
+    --disable_eval_during_finetuning), test (unless --eval).
 
     Clips stay uint8 in every split: they are normalised per batch on the device, and random
     erasing (``--reprob``) runs there too, in `FinetuneTask`.
@@ -71,7 +72,7 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
             auto_augment=None if args.aa.lower() in ("", "none") else args.aa,
             **data,
         )
-    if not args.test:
+    if args.eval or not (args.test or args.disable_eval_during_finetuning):
         splits["val"] = build_dataset(args.data_set, "val", **data)
     if not args.eval:
         splits["test"] = build_dataset(
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     ema = None
     if train_only:
-        trainer = Trainer(args, env, task, loaders["train"], evaluate=validate)
+        evaluate_each_epoch = None if args.disable_eval_during_finetuning else validate
+        trainer = Trainer(args, env, task, loaders["train"], evaluate=evaluate_each_epoch)
         results["history"] = trainer.fit()
         ema = trainer.ema
     if args.eval:

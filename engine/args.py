@@ -12,15 +12,15 @@ import argparse
 import math
 import os
 
+from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
+from engine.errors import UsageError
 from models.distill import MODES, VALUE_LAYOUTS
+
+__all__ = ["DATA_SETS", "PRECISIONS", "UsageError", "build_parser", "parse", "resolve_precision", "validate"]
 
 DATA_SETS = ("Kinetics-400", "UCF101", "HMDB51", "SSV2")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the message names the option and what to do."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +67,9 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--num_workers", type=int, default=10)
     g.add_argument("--pin_mem", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument(
+        "--no_pin_mem", action="store_false", dest="pin_mem", help="reference spelling of --no-pin_mem"
+    )
+    g.add_argument(
         "--decoder", choices=("auto", "decord", "pyav"), default="auto", help="video decoding backend"
     )
     g.add_argument(
@@ -76,12 +79,6 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=64 if mode != "finetune" else 32, help="clips per GPU")
     g.add_argument(
-        "--update_freq",
-        type=int,
-        default=1,
-        help="gradient accumulation: micro-batches per optimiser step (total batch = batch_size x update_freq x GPUs)",
-    )
-    g.add_argument(
         "--epochs", type=int, default=800 if mode == "pretrain" else (400 if mode == "distill" else 30)
     )
     g.add_argument("--opt", default="adamw")
@@ -89,6 +86,13 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--opt_betas", type=float, nargs="+", default=None)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--clip_grad", type=float, default=None)
+    g.add_argument(
+        "--update_freq",
+        type=int,
+        default=1,
+        help="gradient accumulation: one optimiser step every N batches (effective batch: "
+        "batch_size x update_freq x world size)",
+    )
     g.add_argument("--weight_decay", type=float, default=0.05)
     g.add_argument("--weight_decay_end", type=float, default=None)
     g.add_argument("--lr", type=float, default=1.5e-4 if mode != "finetune" else 1e-3, help="per 256 clips")
@@ -107,10 +111,21 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", default="", help="checkpoint to resume from")
     g.add_argument("--auto_resume", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument(
+        "--no_auto_resume",
+        action="store_false",
+        dest="auto_resume",
+        help="reference spelling of --no-auto_resume",
+    )
     g.add_argument("--start_epoch", type=int, default=0)
     g.add_argument("--save_ckpt_freq", type=int, default=20 if mode != "finetune" else 1)
     g.add_argument("--keep_last", type=int, default=2, help="numbered checkpoints kept")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="default fp32; with --enable_deepspeed on CUDA fp16 with the reference's loss scaling",
+    )
     g.add_argument("--print_freq", type=int, default=10)
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="debug: cut epochs short (0 = full)")
     g.add_argument(
@@ -120,11 +135,18 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
         help="end the job after this epoch (time-limited queues); resume later",
     )
     g.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
-    g.add_argument("--enable_deepspeed", action="store_true")
+    g.add_argument("--enable_deepspeed", action="store_true", help="DeepSpeed engine (see --precision)")
     g.add_argument("--zero_stage", type=int, default=0, choices=(0, 1, 2))
     g.add_argument("--dist_url", default="env://")
+    g.add_argument(
+        "--dist_on_itp",
+        action="store_true",
+        help="take rank / world size / local rank from OpenMPI (OMPI_COMM_WORLD_*, with MASTER_ADDR/PORT)",
+    )
     g.add_argument("--world_size", type=int, default=1, help="ignored: taken from torchrun/slurm")
     g.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="ignored: taken from torchrun")
+    p.set_defaults(save_ckpt=True)  # only fine-tuning has the reference's --no_save_ckpt
+    add_reference_flags(p, mode)
 
 
 def _masking(p: argparse.ArgumentParser, default_ratio: float) -> None:
@@ -150,8 +172,9 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
             "--normlize_target",
             "--normalize_target",
             dest="normlize_target",
-            action=argparse.BooleanOptionalAction,
+            action=ReferenceBool,
             default=True,
+            help="reconstruct per-patch normalised pixels",
         )
     elif mode == "distill":
         _masking(p, 0.9)
@@ -172,11 +195,11 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         g.add_argument("--kd_T", "--attn_temperature", dest="kd_T", type=float, default=1.0)
         g.add_argument("--num_k", "--attn_topk", dest="num_k", type=int, default=10)
         g.add_argument("--num_f", "--hint_topk", dest="num_f", type=int, default=10)
-        g.add_argument("--beta", "--hidden_weight", dest="beta", type=float, default=1.0)
+        g.add_argument("--beta", "-b", "--hidden_weight", dest="beta", type=float, default=1.0)
         g.add_argument("--beta_kd1", "--global_weight", dest="beta_kd1", type=float, default=0.1)
         g.add_argument("--beta_kd2", "--local_weight", dest="beta_kd2", type=float, default=3.0)
-        g.add_argument("--gamma", "--hint_weight", dest="gamma", type=float, default=0.1)
-        g.add_argument("--alpha", "--relation_weight", dest="alpha", type=float, default=0.1)
+        g.add_argument("--gamma", "-r", "--hint_weight", dest="gamma", type=float, default=0.1)
+        g.add_argument("--alpha", "-a", "--relation_weight", dest="alpha", type=float, default=0.1)
         g.add_argument("--temperature_s", type=float, default=0.1)
         g.add_argument("--temperature_t", type=float, default=0.05)
         g.add_argument("--alignment", choices=("auto", "always", "none"), default="auto")
@@ -190,14 +213,29 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         )
         g.add_argument(
             "--normlize_target",
-            action=argparse.BooleanOptionalAction,
+            action=ReferenceBool,
             default=True,
-            help="unused (reference compatibility)",
+            help="accepted for reference compatibility; unused (the student is encoder-only)",
+        )
+        g.add_argument(
+            "--onlykd",
+            action=ReferenceBool,
+            default=False,
+            help="train the attention terms only (with hybrid: --distill onlykd)",
         )
     else:
         g = p.add_argument_group("fine-tuning")
         g.add_argument("--nb_classes", type=int, default=None)
         g.add_argument("--finetune", default="", help="pre-training / distillation / fine-tuning checkpoint")
+        g.add_argument(
+            "--model_key",
+            default="model|module",
+            help="--finetune: first of these entries holding the weights",
+        )
+        g.add_argument(
+            "--model_prefix", default="", help="--finetune: load only keys with this prefix, stripped"
+        )
+        g.add_argument("--tubelet_size", type=int, default=2, help="frames per token")
         g.add_argument(
             "--short_side_size",
             type=int,
@@ -218,23 +256,45 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         g.add_argument("--aa", default="rand-m7-n4-mstd0.5-inc1", help="RandAugment policy")
         g.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
         g.add_argument("--layer_decay", type=float, default=0.75)
-        g.add_argument(
-            "--model_ema", action="store_true", help="keep an EMA of the weights (saved, validated)"
-        )
-        g.add_argument("--model_ema_decay", type=float, default=0.9999)
-        g.add_argument("--model_ema_force_cpu", action="store_true", help="keep the EMA weights on the CPU")
         g.add_argument("--fc_drop_rate", type=float, default=0.0)
         g.add_argument("--init_scale", type=float, default=0.001)
         g.add_argument("--drop", type=float, default=0.0)
         g.add_argument("--attn_drop_rate", type=float, default=0.0)
         g.add_argument("--use_mean_pooling", action=argparse.BooleanOptionalAction, default=True)
+        g.add_argument(
+            "--use_cls",
+            action="store_false",
+            dest="use_mean_pooling",
+            help="classify the first token's features",
+        )
         g.add_argument("--eval", action="store_true", help="one-clip validation only")
         g.add_argument("--test", action="store_true", help="multi-view test only")
         g.add_argument("--dist_eval", action="store_true", help="shard validation/test over ranks")
         g.add_argument(
+            "--disable_eval_during_finetuning", action="store_true", help="no validation after each epoch"
+        )
+        g.add_argument(
+            "--save_ckpt", action=argparse.BooleanOptionalAction, default=True, help="write checkpoints"
+        )
+        g.add_argument(
+            "--no_save_ckpt",
+            action="store_false",
+            dest="save_ckpt",
+            help="reference spelling of --no-save_ckpt",
+        )
+        g.add_argument(
             "--merge_dedupe", choices=("pair", "reference"), default="pair", help="multi-view duplicate rule"
         )
         g.add_argument("--list_format", choices=("auto", "video", "frames"), default="auto")
+        g = p.add_argument_group("model EMA")
+        g.add_argument(
+            "--model_ema",
+            action="store_true",
+            help="also keep an exponential moving average of the weights (saved as model_ema, validated and "
+            "multi-view tested as val_ema_* / final_test_ema; resumed)",
+        )
+        g.add_argument("--model_ema_decay", type=float, default=0.9999, help="EMA decay per optimiser step")
+        g.add_argument("--model_ema_force_cpu", action="store_true", help="keep the EMA weights on the CPU")
     return p
 
 
@@ -265,8 +325,32 @@ def _check_readable_checkpoint(option: str, path: str) -> None:
             raise UsageError(f"{option}: {err}") from None
 
 
+def resolve_precision(args: argparse.Namespace, cuda_available: bool) -> str:
+    """The precision of a run: an explicit --precision wins; else fp16 for DeepSpeed on CUDA, else fp32.
+
+    The reference fine-tuned with DeepSpeed in fp16 (its loss scaling is in
+    `engine.deepspeed_utils.FP16_LOSS_SCALING`); without CUDA that falls back to fp32.
+    """
+    if args.precision is not None:
+        return args.precision
+    if not args.enable_deepspeed:
+        return "fp32"
+    if cuda_available and args.device.startswith("cuda"):
+        return "fp16"
+    print("note: --enable_deepspeed without --precision runs in fp32 here: DeepSpeed fp16 needs CUDA")
+    return "fp32"
+
+
 def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
-    """Checks option values and derived quantities; fills derived defaults. Writes nothing."""
+    """Checks option values and derived quantities; fills derived defaults. Writes no file.
+
+    ``--dist_on_itp`` exports RANK / WORLD_SIZE / LOCAL_RANK from OpenMPI's variables, as the
+    reference does.
+    """
+    import torch
+
+    check_reference_values(args, mode)
+    args.precision = resolve_precision(args, torch.cuda.is_available())
     _check(args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}")
     _check(args.update_freq >= 1, f"--update_freq must be >= 1, got {args.update_freq}")
     _check(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
@@ -332,6 +416,8 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
             f"--data_path {args.data_path!r} is not a folder; give the folder holding train.csv/val.csv/test.csv",
         )
         needed = ["test.csv"] if args.test else (["val.csv"] if args.eval else ["train.csv", "val.csv"])
+        if args.disable_eval_during_finetuning and not (args.test or args.eval):
+            needed = ["train.csv"]
         for name in needed:
             _check(
                 os.path.isfile(os.path.join(args.data_path, name)),

@@ -135,6 +135,26 @@ def build_distill(
     return student, teacher, heads, report.summary()
 
 
+def _model_entry(ckpt: dict, model_key: str) -> dict:
+    """The reference's --model_key: the first of the '|'-separated entries present, else the file."""
+    for key in model_key.split("|"):
+        if key in ckpt:
+            return {"model": ckpt[key]}
+    return ckpt
+
+
+def _with_prefix(state: dict, prefix: str) -> dict:
+    """The reference's --model_prefix: weights of module ``name`` are stored under ``prefix + name``."""
+    if not prefix:
+        return state
+    kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not kept:
+        raise UsageError(
+            f"--model_prefix {prefix!r} starts no key of --finetune ({next(iter(state))!r}, ...)"
+        )
+    return kept
+
+
 def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionTransformer, str]:
     model = create(
         args.model,
@@ -147,6 +167,7 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
         drop_path_rate=args.drop_path,
         fc_drop_rate=args.fc_drop_rate,
         init_scale=args.init_scale,
+        tubelet_size=args.tubelet_size,
         use_mean_pooling=args.use_mean_pooling,
         use_checkpoint=args.use_checkpoint,
     )
@@ -156,7 +177,8 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
     report = "trained from scratch"
     if args.finetune:
         try:
-            state = extract_state_dict(read_checkpoint(args.finetune), "--finetune")
+            ckpt = _model_entry(read_checkpoint(args.finetune), args.model_key)
+            state = _with_prefix(extract_state_dict(ckpt, "--finetune"), args.model_prefix)
             report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
         except CheckpointError as err:
             raise UsageError(f"--finetune: {err}") from None

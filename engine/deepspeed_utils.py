@@ -8,6 +8,17 @@ from torch import nn
 
 from engine.distributed import DistEnv
 
+# The reference's DeepSpeed fp16 loss scaling (MaskAgain utils.create_ds_config): dynamic scaling
+# from 2**7, doubled after 128 overflow-free steps; hysteresis and the floor are DeepSpeed's defaults,
+# written out so that a DeepSpeed upgrade cannot change them.
+FP16_LOSS_SCALING = {
+    "loss_scale": 0,
+    "initial_scale_power": 7,
+    "loss_scale_window": 128,
+    "hysteresis": 2,
+    "min_loss_scale": 1,
+}
+
 
 def deepspeed_config(args: argparse.Namespace, env: DistEnv) -> dict:
     """The engine's JSON config from our flags (precision, ZeRO stage, clipping, batch)."""
@@ -18,7 +29,7 @@ def deepspeed_config(args: argparse.Namespace, env: DistEnv) -> dict:
         "gradient_clipping": args.clip_grad or 0.0,
         "steps_per_print": 10**9,
         "zero_optimization": {"stage": args.zero_stage},
-        "fp16": {"enabled": args.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "fp16": {"enabled": args.precision == "fp16", **FP16_LOSS_SCALING},
         "bf16": {"enabled": args.precision == "bf16"},
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,

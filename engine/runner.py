@@ -198,7 +198,7 @@ class Trainer:
         return Path(self.args.output_dir) / "deepspeed"
 
     def save(self, epoch: int, is_best: bool) -> None:
-        if self.ckpt is None:
+        if self.ckpt is None or not self.args.save_ckpt:  # --no_save_ckpt: auto-resume still reads old ones
             return
         if self.ds_engine is not None:  # optimiser shards are written by every rank, before our file
             self.ds_engine.save_checkpoint(str(self._deepspeed_dir()), tag=f"epoch-{epoch}")
