@@ -138,11 +138,14 @@ class MMKDLoss(nn.Module):
             losses["local"] = mm_local_loss(
                 *attn, num_temporal, c.num_k, c.kd_T, self.local_s, self.local_t, c.value_layout
             )
+        # the reference weighs the hidden terms by beta_kd1 / beta_kd2 only when both are on
+        # (hybrid, onlykd); hinTop / VTop add beta * their single term
+        both = "global" in terms and "local" in terms
         weights = {
             "hint": c.gamma,
             "relation": c.alpha,
-            "global": c.beta * c.beta_kd1,
-            "local": c.beta * c.beta_kd2,
+            "global": c.beta * (c.beta_kd1 if both else 1.0),
+            "local": c.beta * (c.beta_kd2 if both else 1.0),
         }
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses

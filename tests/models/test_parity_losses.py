@@ -168,6 +168,26 @@ def test_modes_select_terms_and_heads():
     assert not list(MMKDLoss(16, 16, MMKDConfig()).parameters())  # equal widths: no alignment by default
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "hinTop", "VTop", "onlykd", "onlymse"])
+def test_mode_weights_are_the_reference_sums(mode):
+    """loops(_mlp).py: hybrid / onlykd weigh global and local by beta_kd1 / beta_kd2 inside beta;
+    hinTop and VTop add beta times their one hidden term (no beta_kd factor)."""
+    f, a, v = _random_outputs()
+    ft, at, vt = _random_outputs(seed=3)
+    cfg = MMKDConfig(mode=mode, num_k=3, num_f=5, gamma=0.3, alpha=0.7, beta=2.0, beta_kd1=5.0, beta_kd2=11.0)
+    crit = MMKDLoss(16, 16, cfg).double()
+    res = crit(EncoderOutput(f, a, v), EncoderOutput(ft, at, vt), num_temporal=4)
+    hidden = {
+        "hybrid": 5.0 * res.get("global", 0) + 11.0 * res.get("local", 0),
+        "onlykd": 5.0 * res.get("global", 0) + 11.0 * res.get("local", 0),
+        "hinTop": res.get("global", 0),
+        "VTop": res.get("local", 0),
+        "onlymse": 0,
+    }[mode]
+    output = 0.3 * res["hint"] + 0.7 * res["relation"] if mode != "onlykd" else 0
+    torch.testing.assert_close(res["loss"], output + 2.0 * hidden, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
