@@ -24,7 +24,13 @@ REFERENCE_FP16 = {
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(
-        precision=None, enable_deepspeed=True, device="cuda", batch_size=4, clip_grad=None, zero_stage=0
+        precision=None,
+        enable_deepspeed=True,
+        device="cuda",
+        batch_size=4,
+        update_freq=1,
+        clip_grad=None,
+        zero_stage=0,
     )
     return argparse.Namespace(**{**base, **kw})
 
@@ -76,3 +82,11 @@ def test_deepspeed_reads_the_fp16_fields_by_these_names():
     fields = precision_config.DeepSpeedFP16Config(**deepspeed_config(_args(precision="fp16"), env)["fp16"])
     assert (fields.enabled, fields.initial_scale_power, fields.loss_scale_window) == (True, 7, 128)
     assert (fields.hysteresis, fields.min_loss_scale, fields.loss_scale) == (2, 1, 0)
+
+
+def test_deepspeed_config_accumulates_update_freq_micro_batches() -> None:
+    env = DistEnv(
+        rank=0, world_size=2, local_rank=0, device=torch.device("cpu"), distributed=True, backend="gloo"
+    )
+    cfg = deepspeed_config(_args(precision="fp32", batch_size=4, update_freq=3), env)
+    assert cfg["gradient_accumulation_steps"] == 3 and cfg["train_batch_size"] == 4 * 3 * 2
