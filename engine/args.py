@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 
+from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
 from engine.errors import UsageError
 from models.distill import MODES, VALUE_LAYOUTS
@@ -119,6 +120,26 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     )
     g.add_argument("--start_epoch", type=int, default=0)
     g.add_argument("--save_ckpt_freq", type=int, default=20 if mode != "finetune" else 1)
+
+    g = p.add_argument_group("long runs on clusters (preemption, time limits)")
+    g.add_argument(
+        "--save_ckpt_freq_steps",
+        type=int,
+        default=0,
+        help="also write a mid-epoch checkpoint every N optimiser steps (0: off); a resumed run goes on "
+        "from the next batch and ends with the weights of an uninterrupted one",
+    )
+    g.add_argument(
+        "--preempt_signal",
+        default="USR1,TERM",
+        help="signals that mean 'stop soon' (comma list of USR1, USR2, TERM, INT, or none): the run writes a "
+        "checkpoint at the next step and exits with code 75 (relaunch the same command to resume)",
+    )
+    g.add_argument(
+        "--requeue",
+        action="store_true",
+        help="under SLURM: after a stop signal, rank 0 runs 'scontrol requeue $SLURM_JOB_ID' before exiting",
+    )
     g.add_argument("--keep_last", type=int, default=2, help="numbered checkpoints kept")
     g.add_argument(
         "--precision",
@@ -359,6 +380,14 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
     _check(args.sampling_rate >= 1, f"--sampling_rate must be >= 1, got {args.sampling_rate}")
     _check(args.num_workers >= 0, f"--num_workers must be >= 0, got {args.num_workers}")
     _check(args.save_ckpt_freq >= 1, f"--save_ckpt_freq must be >= 1, got {args.save_ckpt_freq}")
+    _check(
+        args.save_ckpt_freq_steps >= 0,
+        f"--save_ckpt_freq_steps must be >= 0 (0: off), got {args.save_ckpt_freq_steps}",
+    )
+    try:
+        preempt.parse_signals(args.preempt_signal)
+    except ValueError as err:
+        raise UsageError(f"--preempt_signal: {err}") from None
     _check(args.warmup_epochs >= 0, f"--warmup_epochs must be >= 0, got {args.warmup_epochs}")
     _check(
         0 <= args.max_bad_fraction <= 1, f"--max_bad_fraction must be in [0, 1], got {args.max_bad_fraction}"

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _NUMBERED = re.compile(r"^checkpoint-(\d+)\.pth$")
+_MID_EPOCH = re.compile(r"^checkpoint-(\d+)-(\d+)\.pth$")  # epoch, micro-batches done in it
 _TEMP_SUFFIX = ".tmp"
 
 
@@ -126,9 +127,46 @@ class CheckpointManager:
         """Path of the best checkpoint."""
         return self.output_dir / "checkpoint-best.pth"
 
-    def path_for(self, epoch: int) -> Path:
-        """Path of the checkpoint of ``epoch``."""
-        return self.output_dir / f"checkpoint-{epoch}.pth"
+    def path_for(self, epoch: int, batches_done: int | None = None) -> Path:
+        """Path of the checkpoint of ``epoch`` (complete), or of its first ``batches_done`` micro-batches."""
+        if batches_done is None:
+            return self.output_dir / f"checkpoint-{epoch}.pth"
+        return self.output_dir / f"checkpoint-{epoch}-{batches_done}.pth"
+
+    def mid_epoch(self) -> list[tuple[tuple[int, int], Path]]:
+        """Existing mid-epoch checkpoints as ``((epoch, batches_done), path)``, oldest first."""
+        if not self.output_dir.is_dir():
+            return []
+        found = []
+        for p in self.output_dir.iterdir():
+            match = _MID_EPOCH.match(p.name)
+            if match and p.is_file():
+                found.append(((int(match.group(1)), int(match.group(2))), p))
+        return sorted(found)
+
+    def save_mid_epoch(self, state: dict[str, Any], epoch: int, batches_done: int) -> Path:
+        """Write a mid-epoch checkpoint; keep the newest ``keep_last`` of them, none older than the
+        newest complete epoch (those are superseded).
+
+        Raises:
+            CheckpointError: the write failed; nothing was rotated away.
+        """
+        path = atomic_save(state, self.path_for(epoch, batches_done))
+        self._rotate_mid_epoch()
+        return path
+
+    def _rotate_mid_epoch(self) -> None:
+        mids = self.mid_epoch()
+        done = self.numbered()
+        newest_epoch = done[-1][0] if done else -1
+        keep = (
+            {key for key, _ in mids[-self.keep_last :]}
+            if self.keep_last is not None
+            else {k for k, _ in mids}
+        )
+        for (epoch, batches), path in mids:
+            if (epoch, batches) not in keep or epoch <= newest_epoch:
+                path.unlink(missing_ok=True)
 
     def numbered(self) -> list[tuple[int, Path]]:
         """Existing numbered checkpoints as ``(epoch, path)``, oldest first (temp files excluded)."""
@@ -151,6 +189,7 @@ class CheckpointManager:
         if is_best:
             _atomic_copy(path, self.best_path)
         self._rotate(keep=epoch)
+        self._rotate_mid_epoch()  # the epoch is complete: its mid-epoch checkpoints are superseded
         return path
 
     def _rotate(self, keep: int) -> None:
@@ -163,8 +202,11 @@ class CheckpointManager:
                 path.unlink(missing_ok=True)
 
     def latest(self) -> Path | None:
-        """Newest numbered checkpoint that loads; unreadable ones are skipped with a warning."""
-        for _, path in reversed(self.numbered()):
+        """Newest checkpoint (complete epoch or mid-epoch) that loads; unreadable ones are skipped
+        with a warning. A complete epoch is newer than any mid-epoch checkpoint of it."""
+        inf = float("inf")
+        candidates = [((e, inf), p) for e, p in self.numbered()] + self.mid_epoch()
+        for _, path in sorted(candidates, key=lambda c: c[0], reverse=True):
             try:
                 # mmap: checks the archive and the pickle without reading every tensor.
                 load_checkpoint(path, mmap=True)

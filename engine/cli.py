@@ -7,7 +7,9 @@ import os
 import sys
 from collections.abc import Callable
 
+from engine import preempt
 from engine.args import UsageError
+from engine.preempt import EXIT_PREEMPTED, Preempted
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -51,6 +53,7 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     finally:
         distributed = is_distributed()
         cleanup()
+        preempt.uninstall()
     if distributed:
         logging.shutdown()
         sys.stdout.flush()
@@ -77,6 +80,9 @@ def _call(main: Callable[[list[str] | None], object], argv: list[str] | None, pr
     except _expected_errors() as err:
         _say(prog, f"error: {one_line(err)}")
         return EXIT_FAILURE
+    except Preempted as err:
+        _say(prog, one_line(err))
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         _say(prog, "interrupted; resume with the same command (--auto_resume is on by default)")
         return 130

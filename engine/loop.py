@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from datasets import normalize_video
+from engine import preempt
 from engine.distributed import all_reduce_mean, get_world_size
 from engine.logger import MetricLogger, TensorboardLogger
 from engine.optim import apply_schedules
@@ -41,6 +42,9 @@ class StepConfig:
     ema: object | None = None  # timm ModelEmaV2 of ``ema_source``, updated after every optimiser step
     ema_source: nn.Module | None = None
     observer: Callable[[dict], None] | None = None  # called with a record of every micro-batch
+    # after every optimiser step: after_step(epoch, micro-batches done this epoch); it may save, or
+    # raise (engine.preempt.Preempted) to stop the run there
+    after_step: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -116,8 +120,13 @@ def train_one_epoch(
     wd_schedule: np.ndarray,
     steps_per_epoch: int,
     tb: TensorboardLogger | None = None,
+    *,
+    start_batch: int = 0,
 ) -> dict[str, float]:
     """One epoch of ``steps_per_epoch`` optimiser steps of ``cfg.update_freq`` micro-batches each.
+
+    ``start_batch``: micro-batches of this epoch already done (a mid-epoch resume; ``loader`` then
+    yields the rest).
 
     As the reference: the schedule index is ``epoch * steps_per_epoch + i // update_freq`` (lr / wd
     set on every micro-batch of a window), each micro-batch back-propagates ``loss / update_freq``,
@@ -134,7 +143,8 @@ def train_one_epoch(
     if engine is None:
         optimizer.zero_grad(set_to_none=True)
     t_end = time.perf_counter()
-    for i, batch in enumerate(meters.log_every(loader, cfg.print_freq, f"Epoch [{epoch}]", total=total)):
+    batches = meters.log_every(loader, cfg.print_freq, f"Epoch [{epoch}]", total=total - start_batch)
+    for i, batch in enumerate(batches, start=start_batch):
         if i >= total:
             break
         data_wait = time.perf_counter() - t_end
@@ -161,6 +171,8 @@ def train_one_epoch(
             state.skipped_steps += int(skipped)
             if cfg.ema is not None and not skipped:
                 cfg.ema.update(cfg.ema_source)
+            if cfg.after_step is not None:
+                cfg.after_step(epoch, i + 1)
         if cfg.observer is not None:
             cfg.observer(
                 {
@@ -277,6 +289,8 @@ def evaluate(
     correct1 = correct5 = seen = excluded = 0
     loss_sum = 0.0
     for batch in meters.log_every(loader, print_freq, "Val"):
+        if preempt.stop_requested():  # local: ranks may hold different numbers of batches
+            preempt.leave("validation interrupted")
         valid = torch.as_tensor(batch.get("valid", torch.ones(len(batch["label"]), dtype=torch.bool)))
         excluded += int((~valid).sum())
         if not valid.any():
@@ -315,6 +329,10 @@ def predict_views(
     meters = MetricLogger()
     rows, broken = [], set()
     for batch in meters.log_every(loader, print_freq, "Test"):
+        if preempt.stop_requested():
+            preempt.leave(
+                "multi-view test interrupted (nothing of it written); training checkpoints are complete"
+            )
         valid = torch.as_tensor(batch["valid"])
         for j in torch.nonzero(~valid).flatten().tolist():
             broken.add(batch["video_id"][j])

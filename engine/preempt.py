@@ -81,6 +81,52 @@ class StopRequest:
         self._previous.clear()
 
 
+_ACTIVE: StopRequest | None = None
+_REQUEUE = False
+_REQUEUED = False  # asked once per process, however many places stop
+
+
+def install(spec: str = "USR1,TERM", requeue: bool = False) -> StopRequest:
+    """Catch ``spec``'s signals for the rest of this process (the entry points' set-up calls this)."""
+    global _ACTIVE, _REQUEUE
+    if _ACTIVE is not None:
+        _ACTIVE.close()
+    _ACTIVE, _REQUEUE = StopRequest(parse_signals(spec)), requeue
+    return _ACTIVE
+
+
+def uninstall() -> None:
+    """Put the previous signal handlers back (the end of `engine.cli.run`)."""
+    global _ACTIVE
+    if _ACTIVE is not None:
+        _ACTIVE.close()
+    _ACTIVE = None
+
+
+def current() -> StopRequest:
+    """This process's stop request (one that never fires when nothing was installed)."""
+    return _ACTIVE if _ACTIVE is not None else StopRequest([])
+
+
+def stop_requested() -> bool:
+    """This process received a stop signal (local check: for loops without per-batch collectives)."""
+    return _ACTIVE is not None and _ACTIVE.local()
+
+
+def leave(what: str) -> None:
+    """Raise :class:`Preempted` saying ``what`` was kept; first ask SLURM to requeue (``--requeue``,
+    rank 0 only)."""
+    global _REQUEUED
+    note = ""
+    if _REQUEUE and not _REQUEUED and int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+        _REQUEUED = True
+        note = f"; {requeue_slurm_job()}"
+    raise Preempted(
+        f"stopped by SIG{current().name.removeprefix('SIG')}: {what}{note}; relaunch the same command to resume "
+        f"(exit code {EXIT_PREEMPTED})"
+    )
+
+
 def requeue_slurm_job() -> str:
     """Asks SLURM to requeue this job (``scontrol requeue $SLURM_JOB_ID``); returns what happened."""
     job = os.environ.get("SLURM_JOB_ID")

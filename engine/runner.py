@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from timm.utils import ModelEmaV2
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from datasets import collate_batch
+from engine import preempt
 from engine.args import UsageError
 from engine.checkpoint import (
     CheckpointError,
@@ -34,11 +35,12 @@ from engine.logger import TensorboardLogger, append_json_line, save_args
 from engine.loop import EpochState, StepConfig, steps_in_epoch, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.precision import autocast_context, make_grad_scaler
-from engine.samplers import VideoShardSampler
+from engine.samplers import TrainSampler, VideoShardSampler
 
 
 def setup(args: argparse.Namespace) -> DistEnv:
-    """Process group, device, seeds (seed + rank) and deterministic mode."""
+    """Process group, device, seeds (seed + rank), deterministic mode, stop-signal handlers."""
+    preempt.install(getattr(args, "preempt_signal", "none"), getattr(args, "requeue", False))
     env = init_distributed(args.device, args.dist_url)
     seed = args.seed + env.rank
     random.seed(seed)
@@ -65,14 +67,14 @@ def make_loader(
     """Training: shuffled, sharded over ranks, drop_last. Eval: ordered, sharded when ``shard``
     (by whole videos where the data set numbers its views video-major, see `VideoShardSampler`)."""
     views = getattr(dataset, "views_per_video", None)
-    if env.distributed and shard and not train and views is not None:
+    if train:
+        sampler = TrainSampler(dataset, env.world_size, env.rank, seed=args.seed)
+    elif env.distributed and shard and views is not None:
         sampler = VideoShardSampler(len(dataset), views, env.world_size, env.rank)
-    elif env.distributed and (train or shard):
-        sampler = DistributedSampler(
-            dataset, env.world_size, env.rank, shuffle=train, seed=args.seed, drop_last=train
-        )
+    elif env.distributed and shard:
+        sampler = DistributedSampler(dataset, env.world_size, env.rank, shuffle=False)
     else:
-        sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+        sampler = SequentialSampler(dataset)
     batch_size = args.batch_size
     if train and len(sampler) < batch_size:
         raise UsageError(
@@ -88,6 +90,9 @@ def make_loader(
         collate_fn=collate_batch,
         worker_init_fn=_seed_worker,
         persistent_workers=False,
+        # the loader's own seed draws (worker seeds) stay off the global RNG, whose state a
+        # mid-epoch checkpoint restores: a resumed epoch then draws dropout / mixup as the original
+        generator=torch.Generator().manual_seed(args.seed + env.rank),
     )
 
 
@@ -163,6 +168,7 @@ class Trainer:
         self.state = EpochState()
         self.best = None
         self.start_epoch = args.start_epoch
+        self.start_batch = 0  # micro-batches of start_epoch a mid-epoch checkpoint already covers
         self.tb = TensorboardLogger(args.log_dir if env.is_main else None)
 
     def _wrap(self):
@@ -197,23 +203,36 @@ class Trainer:
     def _deepspeed_dir(self) -> Path:
         return Path(self.args.output_dir) / "deepspeed"
 
-    def save(self, epoch: int, is_best: bool) -> None:
+    def save(self, epoch: int, is_best: bool = False, batches_done: int | None = None) -> Path | None:
+        """Checkpoint of a complete ``epoch``, or (``batches_done``) of its first micro-batches.
+
+        Every rank calls it (DeepSpeed shards and the RNG states are gathered); rank 0 writes.
+        """
         if self.ckpt is None or not self.args.save_ckpt:  # --no_save_ckpt: auto-resume still reads old ones
-            return
+            return None
+        path = self.ckpt.path_for(epoch, batches_done)
+        tag = "epoch-" + path.stem.removeprefix("checkpoint-")
         if self.ds_engine is not None:  # optimiser shards are written by every rank, before our file
-            self.ds_engine.save_checkpoint(str(self._deepspeed_dir()), tag=f"epoch-{epoch}")
+            self.ds_engine.save_checkpoint(str(self._deepspeed_dir()), tag=tag)
         state = self._state(epoch)
+        if batches_done is not None:
+            state["batches_done"] = batches_done
         if self.ds_engine is not None:
-            state["deepspeed_tag"] = f"epoch-{epoch}"
+            state["deepspeed_tag"] = tag
         if self.env.is_main:
-            self.ckpt.save(state, epoch, is_best=is_best)
+            if batches_done is None:
+                self.ckpt.save(state, epoch, is_best=is_best)
+            else:
+                self.ckpt.save_mid_epoch(state, epoch, batches_done)
             if self.ds_engine is not None:
                 self._rotate_deepspeed()
         barrier()
+        return path
 
     def _rotate_deepspeed(self) -> None:
-        """Drops DeepSpeed tag folders that no kept checkpoint (numbered or best) points to."""
-        keep = {f"epoch-{e}" for e, _ in self.ckpt.numbered()}
+        """Drops DeepSpeed tag folders that no kept checkpoint (numbered, mid-epoch or best) points to."""
+        kept = [p for _, p in self.ckpt.numbered()] + [p for _, p in self.ckpt.mid_epoch()]
+        keep = {"epoch-" + p.stem.removeprefix("checkpoint-") for p in kept}
         if self.ckpt.best_path.is_file():
             with contextlib.suppress(CheckpointError):  # an unreadable best copy points nowhere
                 keep.add(str(load_checkpoint(self.ckpt.best_path, mmap=True).get("deepspeed_tag")))
@@ -252,14 +271,18 @@ class Trainer:
         if "optimizer" in ckpt and self.ds_engine is None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"]) + 1
+        if "batches_done" in ckpt:  # a mid-epoch checkpoint: the same epoch goes on from the next batch
+            self.start_epoch, self.start_batch = int(ckpt["epoch"]), int(ckpt["batches_done"])
+        else:
+            self.start_epoch = int(ckpt["epoch"]) + 1
         self._trim_log(self.start_epoch)
         self.state.restore(ckpt)
         self.best = ckpt.get("best")
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == self.env.world_size:
             set_rng_state(rng[self.env.rank])
-        print(f"resumed from {path} (epoch {ckpt['epoch']}); continuing at epoch {self.start_epoch}")
+        where = f", batch {self.start_batch}" if self.start_batch else ""
+        print(f"resumed from {path} (epoch {ckpt['epoch']}); continuing at epoch {self.start_epoch}{where}")
 
     def _trim_log(self, start_epoch: int) -> None:
         """Drops log.txt lines of epochs that will run again (a kill after logging, before saving)."""
@@ -290,13 +313,34 @@ class Trainer:
             ema=self.ema,
             ema_source=self.task.model if self.ema is not None else None,
             observer=observer,
+            after_step=self._after_step,
         )
+
+    def _after_step(self, epoch: int, batches_done: int) -> None:
+        """Mid-epoch checkpoint every --save_ckpt_freq_steps steps, and on an agreed stop signal."""
+        step = self.state.global_step
+        # the stop flag is a collective with several ranks: asked every --print_freq steps (a host
+        # sync), every step in a single process (a local flag)
+        every = 1 if self.env.world_size == 1 else max(1, self.args.print_freq)
+        stop = step % every == 0 and preempt.current().agreed()
+        freq = self.args.save_ckpt_freq_steps
+        if stop or (freq and step % freq == 0):
+            path = self.save(epoch, batches_done=batches_done)
+            if stop:
+                self._leave(f"checkpoint {_name(path)} written after step {step}")
+
+    def _leave(self, what: str) -> None:
+        self.tb.close()
+        preempt.leave(what)
 
     def train_epoch(self, epoch: int, step_cfg: StepConfig | None = None) -> dict[str, float]:
         """One training epoch over ``self.loader`` (what :meth:`fit` runs per epoch)."""
         sampler = getattr(self.loader, "sampler", None)
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
+        start_batch = self.start_batch if epoch == self.start_epoch else 0
+        if start_batch and isinstance(sampler, TrainSampler):
+            sampler.skip(start_batch * self.args.batch_size)
         dataset = getattr(self.loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):  # clips, crops and masks are drawn per (seed, epoch, item)
             dataset.set_epoch(epoch)
@@ -311,6 +355,7 @@ class Trainer:
             self.wd_schedule,
             self.steps_per_epoch,
             self.tb,
+            start_batch=start_batch,
         )
 
     def fit(self) -> list[dict]:
@@ -328,7 +373,11 @@ class Trainer:
         The decision is rank 0's, broadcast: without --dist_eval every rank validates on its own,
         and a split decision would send only some ranks into the collectives of a save.
         """
-        val = self.evaluate(self.task.model)
+        try:
+            val = self.evaluate(self.task.model)
+        except preempt.Preempted:  # a stop signal during validation: keep the trained epoch
+            path = self.save(epoch, batches_done=self.steps_per_epoch * self.args.update_freq)
+            self._leave(f"validation of epoch {epoch} interrupted; checkpoint {_name(path)} written")
         record.update({f"val_{k}": v for k, v in val.items()})
         self.tb.update(epoch, **{f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
         if self.ema is not None:
@@ -351,9 +400,13 @@ class Trainer:
             # the log line goes first: a kill between the two repeats the epoch (and its line) on resume
             if env.is_main and args.output_dir:
                 append_json_line(Path(args.output_dir) / "log.txt", record)
-            if (epoch + 1) % args.save_ckpt_freq == 0 or last or is_best:
+            saved = (epoch + 1) % args.save_ckpt_freq == 0 or last or is_best
+            if saved:
                 self.save(epoch, is_best)
             self.tb.flush()
+            if preempt.current().agreed():  # a signal during the epoch's validation or save
+                path = self.ckpt.path_for(epoch) if saved and self.ckpt else self.save(epoch)
+                self._leave(f"epoch {epoch} complete, checkpoint {_name(path)} written")
             history.append(record)
             if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:
                 print(
@@ -369,6 +422,10 @@ class Trainer:
         if len(set(digests)) > 1:
             raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
         print(f"final weights identical on all {len(digests)} rank(s) (sha1 {digest[:12]})")
+
+
+def _name(path: Path | None) -> str:
+    return path.name if path is not None else "(none: no --output_dir / --no_save_ckpt)"
 
 
 def weights_digest(state: dict) -> str:

@@ -1,10 +1,10 @@
-"""Sharding evaluation items over ranks by whole videos."""
+"""Samplers: the resumable training order, and evaluation items sharded over ranks by whole videos."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 
 class VideoShardSampler(Sampler[int]):
@@ -32,3 +32,28 @@ class VideoShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+
+class TrainSampler(DistributedSampler):
+    """The training order: a permutation fixed by (seed, epoch), sharded over ranks, and resumable.
+
+    A ``DistributedSampler`` (shuffled, ``drop_last``) also for one process, so the order of every
+    epoch is a function of ``--seed`` and the epoch alone, never of the global RNG's state: a run
+    resumed in the middle of an epoch sees the same order. ``skip(n)`` drops this rank's first
+    ``n`` samples from the next iteration only (the batches a mid-epoch checkpoint already covered).
+    """
+
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True)
+        self._skip = 0
+
+    def skip(self, n: int) -> None:
+        self._skip = n
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(super().__iter__())
+        start, self._skip = self._skip, 0
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self._skip

@@ -17,6 +17,12 @@ kill_test:n             SIGKILL in the n-th multi-view test item
 nan_after:n             every task forward after the n-th returns a NaN loss term
 save_enospc:n           n-th ``torch.save`` writes some bytes, then raises OSError(ENOSPC)
 save_eacces:n           creating the temp file of the n-th numbered checkpoint raises PermissionError
+usr1_after_step:n       SIGUSR1 to this process right after the n-th micro-batch's backward / step
+term_after_step:n       SIGTERM likewise
+usr1_twice:n            SIGUSR1 after the n-th micro-batch, and again in the middle of the next save
+usr1_mid_save:n         SIGUSR1 in the middle of the n-th ``torch.save`` (the write goes on)
+usr1_eval:n             SIGUSR1 in the n-th validation item
+usr1_test:n             SIGUSR1 in the n-th multi-view test item
 =====================  ===========================================================================
 
 ``MMKD_FAULT_RANK=r``: only the process with ``RANK`` r is faulty. ``MMKD_FAULT_ONCE=path``: the
@@ -68,11 +74,79 @@ class _Counter:
         return True
 
 
+def _signal(sig=signal.SIGUSR1) -> None:
+    os.kill(os.getpid(), sig)
+
+
+def _install_signals(kind: str, counter: _Counter) -> None:
+    """The stop-signal faults: the process signals itself at a chosen point and runs on."""
+    import torch
+
+    import engine.loop
+
+    if kind in ("usr1_after_step", "term_after_step", "usr1_twice"):
+        original = engine.loop._backward_step
+        again = []
+
+        def backward_step(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if counter.hit():
+                _signal(signal.SIGTERM if kind == "term_after_step" else signal.SIGUSR1)
+                again.append(kind == "usr1_twice")
+            return out
+
+        engine.loop._backward_step = backward_step
+        if kind == "usr1_twice":
+            original_save = torch.save
+
+            def save(obj, f, *args, **kwargs):
+                if again and again[-1] and not isinstance(f, (str, os.PathLike)):
+                    again[-1] = False
+                    buf = io.BytesIO()
+                    original_save(obj, buf, *args, **kwargs)
+                    data = buf.getvalue()
+                    f.write(data[: len(data) // 2])
+                    _signal()  # the second signal, half-way through the checkpoint's bytes
+                    f.write(data[len(data) // 2 :])
+                    return None
+                return original_save(obj, f, *args, **kwargs)
+
+            torch.save = save
+    elif kind == "usr1_mid_save":
+        original_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            if isinstance(f, (str, os.PathLike)) or not counter.hit():
+                return original_save(obj, f, *args, **kwargs)
+            buf = io.BytesIO()
+            original_save(obj, buf, *args, **kwargs)
+            data = buf.getvalue()
+            f.write(data[: len(data) // 2])
+            _signal()
+            f.write(data[len(data) // 2 :])
+            return None
+
+        torch.save = save
+    else:  # usr1_eval / usr1_test
+        from datasets.classification import VideoClsEvalDataset
+
+        original_item = VideoClsEvalDataset.__getitem__
+
+        def getitem(self, index):
+            if self.test == (kind == "usr1_test") and counter.hit():
+                _signal()
+            return original_item(self, index)
+
+        VideoClsEvalDataset.__getitem__ = getitem
+
+
 def install(spec: str, once: str | None = None) -> None:
     """Patch the hook point named by ``spec`` (``kind:n``) in this process."""
     kind, _, n = spec.partition(":")
     counter = _Counter(int(n or 1), once)
-    if kind in ("kill_before_step", "kill_after_step"):
+    if kind.startswith(("usr1_", "term_")):
+        _install_signals(kind, counter)
+    elif kind in ("kill_before_step", "kill_after_step"):
         import engine.loop
 
         original = engine.loop._backward_step
