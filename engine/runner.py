@@ -25,6 +25,7 @@ from engine.logger import TensorboardLogger, append_json_line, save_args
 from engine.loop import EpochState, StepConfig, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.precision import autocast_context, make_grad_scaler
+from models.registry import model_args_of
 
 
 def setup(args: argparse.Namespace) -> DistEnv:
@@ -150,6 +151,7 @@ class Trainer:
             "best": self.best,
             "rng": rng,
             "args": dict(vars(self.args)),
+            "model_args": model_args_of(self.task),  # rebuilds the model: models.registry.rebuild
         }
         if self.ds_engine is None:
             state["optimizer"] = self.optimizer.state_dict()
