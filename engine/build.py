@@ -10,13 +10,8 @@ from torch import nn
 import models  # noqa: F401  (registers our factories with timm)
 from engine.args import UsageError
 from models import PretrainVisionTransformer, VisionTransformer
-from models.checkpoint import (
-    CheckpointError,
-    extract_state_dict,
-    load_finetune_weights,
-    load_teacher_weights,
-    read_checkpoint,
-)
+from models.checkpoint import CheckpointError, load_finetune_weights, load_teacher_weights
+from models.weights import read_state_dict
 from models.distill import MMKDConfig, MMKDLoss
 
 
@@ -82,7 +77,7 @@ def build_distill(
         )
     try:
         report = load_teacher_weights(
-            teacher, extract_state_dict(read_checkpoint(args.path_t), "--path_t"), f"--path_t {args.path_t}"
+            teacher, read_state_dict(args.path_t, model=teacher), f"--path_t {args.path_t}"
         )
     except CheckpointError as err:
         raise UsageError(f"--path_t: {err}") from None
@@ -144,7 +139,7 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
     report = "trained from scratch"
     if args.finetune:
         try:
-            state = extract_state_dict(read_checkpoint(args.finetune), "--finetune")
+            state = read_state_dict(args.finetune, model=model)
             report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
         except CheckpointError as err:
             raise UsageError(f"--finetune: {err}") from None
