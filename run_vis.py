@@ -30,8 +30,8 @@ from engine.visualize import (
     strip,
     to_uint8_frames,
 )
-from models.weights import read_state_dict
 from models.targets import IMAGENET_MEAN, IMAGENET_STD
+from models.weights import read_state_dict
 
 
 def parse(argv):
