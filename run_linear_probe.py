@@ -40,7 +40,12 @@ def parse(argv: list[str] | None):
     g.add_argument("--val_split", choices=("val", "test"), default="val", help="list scored when extracting")
     g.add_argument("--epochs", type=int, default=90)
     g.add_argument("--probe_batch_size", type=int, default=256, help="features per step")
-    g.add_argument("--blr", type=float, default=0.1, help="base lr: lr = blr * probe_batch_size / 256")
+    g.add_argument(
+        "--blr",
+        type=float,
+        default=0.1,
+        help="base lr: lr = blr * probe_batch_size / 256 (MAE: 0.1 at 16384; small sets need ~10 with LARS)",
+    )
     g.add_argument("--warmup_epochs", type=int, default=10)
     g.add_argument("--opt", choices=("lars", "sgd"), default="lars")
     args = validate_clip_args(p.parse_args(argv))
