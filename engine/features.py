@@ -213,6 +213,9 @@ def build_feature_encoder(
     from models.checkpoint import CheckpointError, load_finetune_weights
     from models.weights import read_state_dict
 
+    if model_name.startswith("pretrain_videomae_"):
+        vit = "vit_" + model_name.removeprefix("pretrain_videomae_")
+        raise UsageError(f"--model {model_name} is a pre-training name; pass the classifier name {vit}")
     model = create(model_name, "--model", num_classes=0, all_frames=num_frames, img_size=input_size)
     if not isinstance(model, VisionTransformer):
         raise UsageError(
