@@ -12,8 +12,8 @@ and prints a results table (fine-tune and linear-probe top-1, wall time, peak me
 Each stage shows one progress line; the full logs go to <out>/logs. ``--seeds N`` repeats the
 students' stages with N seeds and reports mean ± std.
 
-    python scripts/quickstart.py                 # defaults: about 11 minutes on a 2-core CPU
-    python scripts/quickstart.py --seeds 3       # students x 3 seeds: about 25 minutes
+    python scripts/quickstart.py                 # defaults (the teacher's 150 epochs take most of the time)
+    python scripts/quickstart.py --seeds 3       # the students' stages three times, mean ± std
     python scripts/quickstart.py --smoke         # a 1-2 minute check of the same path (CI)
     python scripts/quickstart.py --device cuda --scale 4 --out runs/qs
 """
