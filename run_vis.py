@@ -30,8 +30,8 @@ from engine.visualize import (
     strip,
     to_uint8_frames,
 )
-from models.checkpoint import extract_state_dict, read_checkpoint
 from models.targets import IMAGENET_MEAN, IMAGENET_STD
+from models.weights import read_state_dict
 
 
 def parse(argv):
@@ -76,7 +76,7 @@ def load_clip(args) -> torch.Tensor:
 
 
 def load_model(name: str, path: str, args) -> models.PretrainVisionTransformer:
-    state = extract_state_dict(read_checkpoint(path), path)
+    state = read_state_dict(path)
     state = {k.removeprefix("student."): v for k, v in state.items() if not k.startswith("heads.")}
     depth = len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})
     model = timm.create_model(name, decoder_depth=depth, img_size=args.input_size, num_frames=args.num_frames)

@@ -7,7 +7,7 @@ One module per concern: :mod:`.annotations` (list files), :mod:`.decoding` / :mo
 :mod:`.collate`, and :mod:`.synthetic` (a generated action-recognition set).
 """
 
-from .builders import DATASET_CLASSES, build_dataset, build_pretraining_dataset
+from .builders import DATASET_CLASSES, build_dataset, build_multiview_dataset, build_pretraining_dataset
 from .collate import collate_batch
 from .errors import AnnotationError, BadDataError, VideoDecodeError
 from .masking import RandomMaskingGenerator, TubeMaskingGenerator, build_mask_generator
@@ -22,6 +22,7 @@ __all__ = [
     "VideoDecodeError",
     "build_dataset",
     "build_mask_generator",
+    "build_multiview_dataset",
     "build_pretraining_dataset",
     "collate_batch",
     "normalize_video",

@@ -134,3 +134,34 @@ def build_dataset(
             decoder=decoder,
         )
     return dataset, nb_classes
+
+
+def build_multiview_dataset(
+    list_file: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    nb_classes: int | None = None,
+    num_frames: int = 16,
+    sampling_rate: int = 4,
+    input_size: int = 224,
+    short_side_size: int = 224,
+    test_num_segment: int = 5,
+    test_num_crop: int = 3,
+    decoder: Decoder = "auto",
+    list_format: ListFormat = "auto",
+    normalize: bool = True,
+) -> VideoClsEvalDataset:
+    """The test split's views (``test_num_segment`` clips x ``test_num_crop`` crops) of any list file.
+
+    Items ``(video · test_num_segment + clip) · test_num_crop + crop``, as `build_dataset`'s test split.
+    """
+    check_decoder(decoder)
+    records = read_annotation_list(list_file, root=root, list_format=list_format, nb_classes=nb_classes)
+    return VideoClsEvalDataset(
+        records,
+        sampler=ClipSampler("test", num_frames, sampling_rate, False, test_num_segment),
+        transform=build_eval_transform(input_size, short_side_size, test_num_crop, normalize),
+        test=True,
+        num_crops=test_num_crop,
+        decoder=decoder,
+    )

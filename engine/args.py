@@ -426,8 +426,8 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
         _check(args.kd_T > 0, f"--kd_T must be > 0, got {args.kd_T}")
         _check(bool(args.path_t), "--path_t is required: the VideoMAE pre-training checkpoint of the teacher")
         _check(
-            os.path.isfile(args.path_t),
-            f"--path_t {args.path_t!r} does not exist; give the teacher's checkpoint file",
+            os.path.exists(args.path_t),
+            f"--path_t {args.path_t!r} does not exist; give the teacher's checkpoint file or transformers folder",
         )
         args.teacher_precision = args.teacher_precision or args.precision
     if mode == "pretrain":
@@ -471,8 +471,8 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
         )
         if args.finetune:
             _check(
-                os.path.isfile(args.finetune),
-                f"--finetune {args.finetune!r} does not exist; give a checkpoint file",
+                os.path.exists(args.finetune),
+                f"--finetune {args.finetune!r} does not exist; give a checkpoint file or transformers folder",
             )
         if args.nb_classes is not None:
             _check(args.nb_classes >= 1, f"--nb_classes must be >= 1, got {args.nb_classes}")

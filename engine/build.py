@@ -10,14 +10,9 @@ from torch import nn
 import models  # noqa: F401  (registers our factories with timm)
 from engine.args import UsageError
 from models import PretrainVisionTransformer, VisionTransformer
-from models.checkpoint import (
-    CheckpointError,
-    extract_state_dict,
-    load_finetune_weights,
-    load_teacher_weights,
-    read_checkpoint,
-)
+from models.checkpoint import CheckpointError, load_finetune_weights, load_teacher_weights
 from models.distill import MMKDConfig, MMKDLoss
+from models.weights import read_state_dict
 
 
 def create(name: str, option: str, **kwargs) -> nn.Module:
@@ -93,7 +88,7 @@ def build_distill(
         )
     try:
         report = load_teacher_weights(
-            teacher, extract_state_dict(read_checkpoint(args.path_t), "--path_t"), f"--path_t {args.path_t}"
+            teacher, read_state_dict(args.path_t, model=teacher), f"--path_t {args.path_t}"
         )
     except CheckpointError as err:
         raise UsageError(f"--path_t: {err}") from None
@@ -135,14 +130,6 @@ def build_distill(
     return student, teacher, heads, report.summary()
 
 
-def _model_entry(ckpt: dict, model_key: str) -> dict:
-    """The reference's --model_key: the first of the '|'-separated entries present, else the file."""
-    for key in model_key.split("|"):
-        if key in ckpt:
-            return {"model": ckpt[key]}
-    return ckpt
-
-
 def _with_prefix(state: dict, prefix: str) -> dict:
     """The reference's --model_prefix: weights of module ``name`` are stored under ``prefix + name``."""
     if not prefix:
@@ -177,8 +164,8 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
     report = "trained from scratch"
     if args.finetune:
         try:
-            ckpt = _model_entry(read_checkpoint(args.finetune), args.model_key)
-            state = _with_prefix(extract_state_dict(ckpt, "--finetune"), args.model_prefix)
+            state = read_state_dict(args.finetune, model=model, model_key=args.model_key)
+            state = _with_prefix(state, args.model_prefix)
             report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
         except CheckpointError as err:
             raise UsageError(f"--finetune: {err}") from None

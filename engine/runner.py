@@ -36,6 +36,7 @@ from engine.loop import EpochState, StepConfig, steps_in_epoch, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.precision import autocast_context, make_grad_scaler
 from engine.samplers import TrainSampler, VideoShardSampler
+from models.registry import model_args_of
 
 
 def setup(args: argparse.Namespace) -> DistEnv:
@@ -192,6 +193,7 @@ class Trainer:
             "best": self.best,
             "rng": rng,
             "args": dict(vars(self.args)),
+            "model_args": model_args_of(self.task),  # rebuilds the model: models.registry.rebuild
         }
         if self.ema is not None:
             state["model_ema"] = self.ema.module.state_dict()

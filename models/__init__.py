@@ -18,6 +18,7 @@ from .vit import (
     set_attn_impl,
     sinusoid_table,
 )
+from .weights import read_state_dict
 
 __all__ = [
     "CheckpointError",
@@ -31,6 +32,7 @@ __all__ = [
     "load_finetune_weights",
     "load_teacher_weights",
     "read_checkpoint",
+    "read_state_dict",
     "registry",
     "set_attn_impl",
     "sinusoid_table",

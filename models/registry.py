@@ -56,7 +56,7 @@ def build_pretrain(size: str, pretrained: bool = False, **kwargs) -> PretrainVis
         norm_layer=LN,
     )
     cfg.update(_clean(pretrained, kwargs))
-    return PretrainVisionTransformer(**cfg)
+    return _remember(PretrainVisionTransformer(**cfg), f"pretrain_videomae_{size}_{_suffix(size)}", kwargs)
 
 
 def build_finetune(size: str, pretrained: bool = False, **kwargs) -> VisionTransformer:
@@ -72,7 +72,36 @@ def build_finetune(size: str, pretrained: bool = False, **kwargs) -> VisionTrans
         norm_layer=LN,
     )
     cfg.update(_clean(pretrained, kwargs))
-    return VisionTransformer(**cfg)
+    return _remember(VisionTransformer(**cfg), f"vit_{size}_{_suffix(size)}", kwargs)
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _remember(model: nn.Module, name: str, kwargs: dict) -> nn.Module:
+    """Stores how to rebuild ``model`` (as nanoGPT's checkpoints do): ``{"name", "kwargs"}``.
+
+    Only plain values are kept (a checkpoint is read with ``weights_only=True``); a model built
+    with a non-plain override (e.g. a custom ``norm_layer``) records ``None`` instead.
+    """
+    plain = all(
+        isinstance(v, _PLAIN) or (isinstance(v, tuple | list) and all(isinstance(x, _PLAIN) for x in v))
+        for v in kwargs.values()
+    )
+    model.model_args = {"name": name, "kwargs": dict(kwargs)} if plain else None
+    return model
+
+
+def model_args_of(module: nn.Module) -> dict | None:
+    """The constructor arguments of the first model inside ``module`` (a task, a DDP wrapper)."""
+    return next((m.model_args for m in module.modules() if getattr(m, "model_args", None)), None)
+
+
+def rebuild(model_args: dict, **overrides) -> nn.Module:
+    """The model that ``model_args`` (from `model_args_of` / a checkpoint) describes, freshly initialised."""
+    import timm
+
+    return timm.create_model(model_args["name"], **{**model_args["kwargs"], **overrides})
 
 
 def _register(name: str, fn) -> None:

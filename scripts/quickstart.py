@@ -6,10 +6,14 @@ Stages (each one runs the real entry point in its own process, as a user would):
   3. MMKD distillation of a smaller student (pico preset) from that teacher
   4. VideoMAE pre-training of the same student architecture for as many epochs (baseline)
   5. fine-tuning + multi-view test of three students: (a) MMKD, (b) VideoMAE, (c) from scratch
-  6. teacher-vs-student attention visualisation of one test video
-and prints a results table (top-1 / top-5, wall time, peak memory per stage).
+  6. linear probes on frozen features of the teacher, the three students and random networks
+  7. teacher-vs-student attention visualisation of one test video
+and prints a results table (fine-tune and linear-probe top-1, wall time, peak memory per stage).
+Each stage shows one progress line; the full logs go to <out>/logs. ``--seeds N`` repeats the
+students' stages with N seeds and reports mean ± std.
 
-    python scripts/quickstart.py                 # defaults: about 6 minutes on a 2-core CPU
+    python scripts/quickstart.py                 # defaults (the teacher's 150 epochs take most of the time)
+    python scripts/quickstart.py --seeds 3       # the students' stages three times, mean ± std
     python scripts/quickstart.py --smoke         # a 1-2 minute check of the same path (CI)
     python scripts/quickstart.py --device cuda --scale 4 --out runs/qs
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -48,11 +54,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--videos_per_class", type=int, default=100)
     p.add_argument("--input_size", type=int, default=32)
     p.add_argument("--num_frames", type=int, default=8)
-    p.add_argument("--pretrain_epochs", type=int, default=30)
+    # the teacher gets most of the budget: at 30 epochs its loss barely moves and there is little to distil
+    p.add_argument("--pretrain_epochs", type=int, default=150, help="teacher pre-training epochs")
     p.add_argument("--distill_epochs", type=int, default=30)
     p.add_argument("--finetune_epochs", type=int, default=40)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--finetune_lr", type=float, default=3e-3)
+    p.add_argument("--probe_epochs", type=int, default=90)
+    p.add_argument("--seeds", type=int, default=1, help="repeat the students' stages with seeds 0..N-1")
     cores = os.cpu_count() or 1
     # Two cores: one loader worker and one compute thread beat two of each fighting (~20 % faster).
     p.add_argument("--workers", type=int, default=1 if cores <= 2 else 2, help="DataLoader workers per stage")
@@ -60,28 +69,35 @@ def parse() -> argparse.Namespace:
     if args.smoke:
         args.num_classes, args.videos_per_class, args.batch_size = 3, 4, 2
         args.pretrain_epochs = args.distill_epochs = args.finetune_epochs = 1
+        args.probe_epochs = 2
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1")
     for name in ("videos_per_class", "pretrain_epochs", "distill_epochs", "finetune_epochs"):
         setattr(args, name, max(1, round(getattr(args, name) * args.scale)))
     return args
 
 
-def run_stage(name: str, cmd: list[str], log: Path) -> Stage:
-    """Runs one entry point as a child process; its output is shown and logged; peak RSS from wait4."""
-    print(f"\n=== {name}\n$ {' '.join(cmd)}", flush=True)
+_EPOCH = re.compile(r"Epoch \[(\d+)\]")
+
+
+def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
+    """Runs one entry point as a child process: one progress line here, the whole output in ``log``."""
+    print(f"{name:58s}", end="", flush=True)
     start = time.perf_counter()
+    shown = ""
     with open(log, "w") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             fh.write(line)
-            if (
-                "Epoch" in line
-                or "test" in line
-                or "error" in line
-                or "validation" in line
-                or "wrote" in line
-            ):
-                print("  " + line.rstrip()[:160], flush=True)
+            found = _EPOCH.search(line)
+            if found and epochs:
+                shown = f"epoch {int(found.group(1)) + 1}/{epochs}"
+                print(f"\r{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", end="", flush=True)
+            elif "error" in line:
+                print(f"\n  {line.rstrip()[:160]}", flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
+    print(f"\r{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", flush=True)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"quickstart: stage '{name}' failed; see {log}")
     return Stage(name, time.perf_counter() - start, usage.ru_maxrss / 1024)
@@ -90,6 +106,14 @@ def run_stage(name: str, cmd: list[str], log: Path) -> Stage:
 def last_json(path: Path) -> dict:
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     return lines[-1] if lines else {}
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def main() -> None:
@@ -101,11 +125,9 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-u"]
     stages: list[Stage] = []
-    common = [
-        "--device", a.device, "--num_frames", str(a.num_frames), "--sampling_rate", "2",
-        "--input_size", str(a.input_size), "--num_workers", str(a.workers), "--seed", "0", "--print_freq", "20",
-        "--no_lr_scale", "--no-auto_resume",
-    ]  # fmt: skip
+    clip = ["--num_frames", str(a.num_frames), "--sampling_rate", "2", "--input_size", str(a.input_size),
+            "--num_workers", str(a.workers), "--device", a.device]  # fmt: skip
+    common = [*clip, "--print_freq", "20", "--no_lr_scale", "--no-auto_resume"]
     frames = max(4 * a.num_frames, 32)
     # A clip (num_frames at stride 2) sees half of each video and so half of its motion; speed 2
     # makes that ~0.6 short sides of travel, which the tiny ViTs learn in a few dozen epochs.
@@ -113,43 +135,72 @@ def main() -> None:
         "--num_classes", str(a.num_classes), "--videos_per_class", str(a.videos_per_class), "--frames", str(frames),
         "--size", "96x72", "--speed", "2", "--seed", "0"], logs / "data.log"))  # fmt: skip
 
-    def pretrain(name: str, model: str, epochs: int) -> str:
+    def pretrain(name: str, model: str, epochs: int, seed: int) -> str:
         odir = out / name
-        stages.append(run_stage(f"VideoMAE pre-train ({model})", py + ["run_mae_pretraining.py", *common,
-            "--data_path", str(data / "pretrain.csv"), "--model", model, "--decoder_depth", "1",
+        stages.append(run_stage(f"VideoMAE pre-train {name}", py + ["run_mae_pretraining.py", *common,
+            "--seed", str(seed), "--data_path", str(data / "pretrain.csv"), "--model", model, "--decoder_depth", "1",
             "--mask_ratio", "0.75", "--batch_size", str(a.batch_size), "--epochs", str(epochs), "--warmup_epochs", "1",
             "--lr", "1e-3", "--min_lr", "1e-5", "--save_ckpt_freq", "1000", "--output_dir", str(odir),
-            "--log_dir", str(odir / "tb")], logs / f"{name}.log"))  # fmt: skip
+            "--log_dir", str(odir / "tb")], logs / f"{name}.log", epochs))  # fmt: skip
         return str(odir / f"checkpoint-{epochs - 1}.pth")
 
-    teacher = pretrain("teacher_videomae", "pretrain_videomae_nano_patch8", a.pretrain_epochs)
-    odir = out / "student_mmkd"
-    stages.append(run_stage("MMKD distillation (pico <- nano)", py + ["run_mmkd_distill.py", *common,
-        "--data_path", str(data / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",
-        "--model_t", "pretrain_videomae_nano_patch8", "--path_t", teacher, "--distill", "hybrid",
-        "--mask_ratio", "0.75", "--num_k", "4", "--num_f", "8", "--batch_size", str(a.batch_size),
-        "--epochs", str(a.distill_epochs), "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-5",
-        "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb")],
-        logs / "student_mmkd.log"))  # fmt: skip
-    distilled = str(odir / f"checkpoint-{a.distill_epochs - 1}.pth")
-    videomae_student = pretrain("student_videomae", "pretrain_videomae_pico_patch8", a.distill_epochs)
+    def probe(label: str, model: str, weights: str, seed: int) -> float:
+        """Linear probe (frozen features) trained on train.csv, scored on test.csv; returns top-1."""
+        odir = out / f"probe_{label}"
+        stages.append(run_stage(f"linear probe {label}", py + ["run_linear_probe.py", *clip, "--seed", str(seed),
+            "--model", model, "--data_path", str(data), "--val_split", "test", "--short_side_size", str(a.input_size),
+            "--test_num_segment", "2", "--test_num_crop", "1", "--batch_size", "32", "--output_dir", str(odir),
+            "--epochs", str(a.probe_epochs), "--warmup_epochs", str(min(10, a.probe_epochs - 1)),
+            "--probe_batch_size", "64", "--blr", "10", *(["--finetune", weights] if weights else [])],
+            logs / f"probe_{label}.log"))  # fmt: skip
+        top1 = json.loads((odir / "result.json").read_text())["top1"]
+        stages[-1].result = {"probe": top1}
+        return top1
 
-    results = {}
-    # Test views resize the short side to the input size, so they show the whole scene as the
-    # training crops do (the default 224 would centre-crop 32 px of an upscaled frame: background).
-    for label, init in (("MMKD (ours)", distilled), ("VideoMAE", videomae_student), ("scratch", "")):
-        tag = label.split()[0].lower()
-        odir = out / f"finetune_{tag}"
-        stage = run_stage(f"fine-tune + test: {label}", py + ["run_class_finetuning.py", *common,
+    def finetune(label: str, init: str, seed: int) -> float:
+        odir = out / f"finetune_{label}"
+        # Test views resize the short side to the input size, so they show the whole scene as the
+        # training crops do (the default 224 would centre-crop 32 px of an upscaled frame: background).
+        stage = run_stage(f"fine-tune + test {label}", py + ["run_class_finetuning.py", *common, "--seed", str(seed),
             "--data_path", str(data), "--data_set", "UCF101", "--nb_classes", str(a.num_classes),
             "--model", "vit_pico_patch8", "--batch_size", str(a.batch_size), "--num_sample", "1", "--epochs", str(a.finetune_epochs),
             "--warmup_epochs", "1", "--lr", str(a.finetune_lr), "--min_lr", "1e-5", "--layer_decay", "0.9", "--aa", "none",
             "--reprob", "0", "--smoothing", "0.1", "--short_side_size", str(a.input_size), "--test_num_segment", "2", "--test_num_crop", "2",
             "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb"),
-            *(["--finetune", init] if init else [])], logs / f"finetune_{tag}.log")  # fmt: skip
-        stage.result = last_json(odir / "log.txt").get("final_test", {})
+            *(["--finetune", init] if init else [])], logs / f"finetune_{label}.log", a.finetune_epochs)  # fmt: skip
+        stage.result = {"top1": last_json(odir / "log.txt").get("final_test", {}).get("top1", float("nan"))}
         stages.append(stage)
-        results[label] = stage.result
+        return stage.result["top1"]
+
+    teacher = pretrain("teacher_videomae", "pretrain_videomae_nano_patch8", a.pretrain_epochs, 0)
+    rows: dict[str, dict[str, list[float]]] = {}
+    rows["teacher (nano, VideoMAE)"] = {
+        "finetune": [],
+        "probe": [probe("teacher", "vit_nano_patch8", teacher, 0)],
+    }
+    rows["random nano (no training)"] = {
+        "finetune": [],
+        "probe": [probe("random_nano", "vit_nano_patch8", "", 0)],
+    }
+    distilled = ""
+    for seed in range(a.seeds):
+        tag = f"_s{seed}" if a.seeds > 1 else ""
+        odir = out / f"student_mmkd{tag}"
+        stages.append(run_stage(f"MMKD distillation (pico <- nano){tag}", py + ["run_mmkd_distill.py", *common,
+            "--seed", str(seed), "--data_path", str(data / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",
+            "--model_t", "pretrain_videomae_nano_patch8", "--path_t", teacher, "--distill", "hybrid",
+            "--mask_ratio", "0.75", "--num_k", "4", "--num_f", "8", "--batch_size", str(a.batch_size),
+            "--epochs", str(a.distill_epochs), "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-5",
+            "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb")],
+            logs / f"student_mmkd{tag}.log", a.distill_epochs))  # fmt: skip
+        distilled = distilled or str(odir / f"checkpoint-{a.distill_epochs - 1}.pth")
+        mmkd = str(odir / f"checkpoint-{a.distill_epochs - 1}.pth")
+        videomae = pretrain(f"student_videomae{tag}", "pretrain_videomae_pico_patch8", a.distill_epochs, seed)
+        for label, init in (("MMKD (ours)", mmkd), ("VideoMAE", videomae), ("scratch / random init", "")):
+            key = label.split()[0].lower() + tag
+            row = rows.setdefault(f"student (pico): {label}", {"finetune": [], "probe": []})
+            row["finetune"].append(finetune(key, init, seed))
+            row["probe"].append(probe(key, "vit_pico_patch8", init, seed))
 
     vis_dir = out / "figures"
     test_video = (data / "test.csv").read_text().split("\n")[0].rsplit(" ", 1)[0]
@@ -160,20 +211,23 @@ def main() -> None:
         "--idx", "2", "--idx_f", "1", "--num_k", "4", "--num_f", "8", "--mask_ratio", "0.75"],
         logs / "vis.log"))  # fmt: skip
 
+    seeds = f" (mean ± std over {a.seeds} seeds)" if a.seeds > 1 else ""
     print("\n" + "=" * 86)
-    print(f"{'stage':52s} {'top-1':>7s} {'top-5':>7s} {'time':>8s} {'peak MiB':>9s}")
+    print(f"{'model' + seeds:50s} {'fine-tune top-1':>17s} {'linear probe top-1':>18s}")
     print("-" * 86)
+    for name, r in rows.items():
+        print(f"{name:50s} {_mean_std(r['finetune']):>17s} {_mean_std(r['probe']):>18s}")
+    print("-" * 86)
+    print(f"{'stage':58s} {'time':>8s} {'peak MiB':>9s}")
     for s in stages:
-        t1 = f"{s.result['top1']:.1f}" if s.result else ""
-        t5 = f"{s.result['top5']:.1f}" if s.result else ""
-        print(f"{s.name:52s} {t1:>7s} {t5:>7s} {s.seconds:7.1f}s {s.peak_mib:9.0f}")
+        print(f"{s.name:58s} {s.seconds:7.1f}s {s.peak_mib:9.0f}")
     print("-" * 86)
     print(f"chance top-1: {100 / a.num_classes:.1f}%   total time: {sum(s.seconds for s in stages):.0f}s")
     print(
         f"checkpoints: {out}/<stage>/checkpoint-*.pth   logs: {logs}   TensorBoard: tensorboard --logdir {out}"
     )
     print(f"figures: {vis_dir}/grid.png (teacher vs student: MM-global, MM-local, MM-hint)")
-    (out / "results.json").write_text(json.dumps({k: v for k, v in results.items()}, indent=2))
+    (out / "results.json").write_text(json.dumps({"seeds": a.seeds, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

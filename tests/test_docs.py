@@ -31,7 +31,14 @@ def test_documented_flags_are_accepted():
     known = set()
     for mode in ("pretrain", "distill", "finetune"):
         known |= _flags_of(build_parser(mode))
-    for script in ("run_vis.py", "scripts/quickstart.py"):
+    scripts = (
+        "run_vis.py",
+        "scripts/quickstart.py",
+        "run_linear_probe.py",
+        "engine/feature_args.py",
+        "models/convert.py",
+    )
+    for script in scripts:
         known |= set(re.findall(r'"(--[A-Za-z_]+)"', (ROOT / script).read_text()))
     torchrun = {"--nproc_per_node", "--nnodes", "--node_rank", "--master_addr", "--max-restarts", "--help"}
     documented = set(re.findall(r"(?<![\w-])(--[A-Za-z][A-Za-z0-9_-]*[A-Za-z0-9_])", README)) - torchrun

@@ -57,20 +57,27 @@ def test_vis_rejects_bad_query(videos, teacher_ckpt, tmp_path):
 @pytest.mark.slow
 def test_quickstart_smoke(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "scripts/quickstart.py", "--smoke", "--out", str(tmp_path / "qs")],
+        [sys.executable, "scripts/quickstart.py", "--smoke", "--seeds", "2", "--out", str(tmp_path / "qs")],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = proc.stdout.split("=" * 86)[-1]
+    assert "mean ± std over 2 seeds" in table
     for row in (
-        "MMKD distillation",
-        "fine-tune + test: MMKD (ours)",
-        "fine-tune + test: VideoMAE",
-        "fine-tune + test: scratch",
+        "teacher (nano, VideoMAE)",
+        "random nano (no training)",
+        "student (pico): MMKD (ours)",
+        "student (pico): VideoMAE",
+        "student (pico): scratch / random init",
+        "MMKD distillation (pico <- nano)_s1",
     ):
         assert row in table
+    rows = json.loads((tmp_path / "qs" / "results.json").read_text())["rows"]
+    assert len(rows["student (pico): MMKD (ours)"]["probe"]) == 2
+    assert len(rows["student (pico): VideoMAE"]["finetune"]) == 2
+    assert proc.stdout.count("Epoch") == 0  # one progress line per stage, the epoch logs stay in logs/
     assert (tmp_path / "qs" / "figures" / "grid.png").is_file()
     assert (tmp_path / "qs" / "results.json").is_file()
     # Test views must show the whole scene, as the training crops do, not 32 px of an upscaled frame.
-    finetune = json.loads((tmp_path / "qs" / "finetune_scratch" / "args.json").read_text())
+    finetune = json.loads((tmp_path / "qs" / "finetune_scratch_s0" / "args.json").read_text())
     assert finetune["short_side_size"] == finetune["input_size"]
