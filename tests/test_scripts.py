@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -236,10 +238,33 @@ def test_sbatch_submission_queues_the_srun_command(stubs):
         sbatch_argv
     )
     script = Path(stubs["STUB_LOG"] + ".script").read_text().splitlines()
-    assert script[0].startswith("#!") and script[1] == f"cd {ROOT}"
-    srun_argv = shlex.split(script[2])
-    assert srun_argv[:2] == ["exec", "srun"] and "--ntasks=16" in srun_argv
-    _check_row(recipe, srun_argv)
+    assert script[0].startswith("#!") and script[1:4] == [
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+        f"cd {ROOT}",
+    ]
+    srun_argv = shlex.split(script[4])
+    assert srun_argv[0] == "srun" and "--ntasks=16" in srun_argv and srun_argv[-2:] == ["--requeue", "&"]
+    _check_row(recipe, srun_argv[:-2])
+
+
+def test_sbatch_script_forwards_the_warning_signal_to_srun(stubs, tmp_path):
+    """The batch shell gets SLURM's SIGUSR1 (--signal=B:...) and hands it to srun; its exit code is srun's."""
+    env = stubs | {"LAUNCHER": "slurm", "SUBMIT": "sbatch", "GPUS": "1", "REQUEUE": "0", "SIGNAL_LEAD": "300"}
+    assert _run(SCRIPTS / "distill/vit_small_k400.sh", env).returncode == 0
+    script = Path(stubs["STUB_LOG"] + ".script").read_text()
+    assert "#SBATCH --signal=B:USR1@300" in script and "--requeue" not in script
+    got = tmp_path / "srun_got_usr1"
+    srun = Path(stubs["PATH"].split(os.pathsep)[0]) / "srun"
+    srun.write_text(f"#!/bin/bash\ntrap 'touch {got}; exit 75' USR1\nwhile true; do sleep 0.1; done\n")
+    batch = subprocess.Popen(["bash", "-c", script], env=env, cwd=tmp_path)
+    for _ in range(100):  # until srun runs under the batch shell
+        time.sleep(0.1)
+        if subprocess.run(["pgrep", "-P", str(batch.pid)], capture_output=True).stdout:
+            break
+    time.sleep(0.3)
+    os.kill(batch.pid, signal.SIGUSR1)
+    assert batch.wait(timeout=30) == 75 and got.exists()
 
 
 def test_gpus_port_and_extra_arguments(stubs, tmp_path):
