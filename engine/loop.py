@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -42,9 +43,9 @@ class StepConfig:
     ema: object | None = None  # timm ModelEmaV2 of ``ema_source``, updated after every optimiser step
     ema_source: nn.Module | None = None
     observer: Callable[[dict], None] | None = None  # called with a record of every micro-batch
-    # after every optimiser step: after_step(epoch, micro-batches done this epoch); it may save, or
-    # raise (engine.preempt.Preempted) to stop the run there
-    after_step: Callable[[int, int], None] | None = None
+    # after every optimiser step: after_step(epoch, micro-batches done this epoch, flush); it may save
+    # (calling flush() first: the pending non-finite check), or raise (engine.preempt.Preempted)
+    after_step: Callable[[int, int, Callable[[], None]], None] | None = None
 
 
 @dataclass
@@ -83,19 +84,6 @@ def _grad_norm(params: Iterable[Tensor]) -> Tensor:
     return torch.stack([g.norm() for g in grads]).norm() if grads else torch.zeros(())
 
 
-def _check_finite(losses: dict[str, Tensor]) -> None:
-    # loss terms only: a detached metric (class_acc) that goes NaN is a consequence, not the cause
-    terms = {k: v for k, v in losses.items() if k == "loss" or v.requires_grad}
-    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-    if bad:
-        terms = [k for k in bad if k != "loss"] or ["loss"]
-        values = ", ".join(f"{k}={losses[k].item()}" for k in terms)
-        raise NonFiniteLossError(
-            f"non-finite loss term(s) {values}; stopping without saving "
-            "(the last good checkpoint is intact: lower --lr, use --clip_grad or --precision bf16/fp32, then resume)"
-        )
-
-
 def steps_in_epoch(num_batches: int, update_freq: int, max_steps: int = 0) -> int:
     """Optimiser steps one epoch of ``num_batches`` micro-batches makes (trailing partial windows drop)."""
     steps = num_batches // update_freq
@@ -107,6 +95,58 @@ def _no_sync(task: nn.Module, boundary: bool):
     if not boundary and isinstance(task, nn.parallel.DistributedDataParallel):
         return task.no_sync()
     return contextlib.nullcontext()
+
+
+class _PendingMetrics:
+    """Loss terms summed on the device between log lines: one host transfer per ``--print_freq`` steps.
+
+    The non-finite check goes with it: a NaN / inf term is remembered on the device and raised (by
+    name) at the next flush, which the loop runs at every log line, before any checkpoint is
+    written and at the end of the epoch, so a bad step still never reaches a saved file.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.finite: dict[str, Tensor] = {}
+        self.clips = 0
+        self.grad_norm: Tensor | None = None
+        self.skipped: Tensor | None = None
+
+    def add(self, losses: dict[str, Tensor], n: int) -> None:
+        for k, v in losses.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v * n if k in self.sums else v * n
+            if k == "loss" or losses[k].requires_grad:  # loss terms; a metric (class_acc) is not checked
+                ok = torch.isfinite(v)
+                self.finite[k] = self.finite[k] & ok if k in self.finite else ok
+        self.clips += n
+
+    def flush(self) -> tuple[dict[str, float], int]:
+        """(mean of every term since the last flush, steps skipped by the fp16 scaler); raises on NaN."""
+        keys = list(self.sums)
+        if not keys:
+            return {}, 0
+        extra = [
+            self.skipped if self.skipped is not None else torch.zeros((), device=self.sums[keys[0]].device)
+        ]
+        flags = [self.finite[k] for k in self.finite]
+        # one transfer for everything: sums, the skipped-step count and the finite flags
+        values = torch.stack(
+            [*(self.sums[k] for k in keys), *(e.float() for e in extra), *(f.float() for f in flags)]
+        )
+        host = values.tolist()
+        means = {k: host[j] / self.clips for j, k in enumerate(keys)}
+        skipped = int(host[len(keys)])
+        bad = [k for j, k in enumerate(self.finite) if not host[len(keys) + 1 + j]]
+        if bad:
+            terms = [k for k in bad if k != "loss"] or ["loss"]
+            values_txt = ", ".join(f"{k}={host[keys.index(k)]}" for k in terms)
+            raise NonFiniteLossError(
+                f"non-finite loss term(s) {values_txt}; stopping without saving "
+                "(the last good checkpoint is intact: lower --lr, use --clip_grad or --precision bf16/fp32, then resume)"
+            )
+        self.__init__()
+        return means, skipped
 
 
 def train_one_epoch(
@@ -132,6 +172,10 @@ def train_one_epoch(
     set on every micro-batch of a window), each micro-batch back-propagates ``loss / update_freq``,
     and clipping, the optimiser step, ``zero_grad`` and the EMA update happen on the window's last
     micro-batch. Micro-batches past the last full window are not used.
+
+    No host synchronisation per step: the loss terms stay on the device and are read (with the
+    gradient norm, which is only computed then unless clipping needs it) every ``print_freq``
+    micro-batches, where the console line and TensorBoard scalars are written.
     """
     task.train()
     meters = MetricLogger()
@@ -142,7 +186,34 @@ def train_one_epoch(
     total = min(steps_per_epoch, cfg.max_steps) * accum if cfg.max_steps else steps_per_epoch * accum
     if engine is None:
         optimizer.zero_grad(set_to_none=True)
+    pending = _PendingMetrics()
+    window_start, window_clips = time.perf_counter(), 0
+
+    def flush(lr: float, wd: float, data_wait: float) -> None:
+        nonlocal window_start, window_clips
+        if not pending.clips:
+            return
+        grad_norm, clips = pending.grad_norm, pending.clips
+        means, skipped = pending.flush()
+        if skipped:
+            state.skipped_steps += skipped
+            print(
+                f"fp16 overflow: {skipped} step(s) skipped since the last log line, loss scale {cfg.scaler.get_scale():g}"
+            )
+        clips_per_s = window_clips * get_world_size() / max(time.perf_counter() - window_start, 1e-9)
+        window_start, window_clips = time.perf_counter(), 0
+        meters.update(n=max(1, clips), **means)
+        meters.update(lr=lr, wd=wd, grad_norm=grad_norm, data_wait=data_wait, clips_per_s=clips_per_s)
+        if tb is not None:
+            scalars = {f"train/{k}": v for k, v in means.items()}
+            scalars.update({"opt/lr": lr, "opt/wd": wd, "opt/grad_norm": grad_norm})
+            scalars.update({"perf/clips_per_s": clips_per_s, "perf/data_wait_s": data_wait})
+            if cfg.scaler is not None and cfg.scaler.is_enabled():
+                scalars["opt/loss_scale"] = cfg.scaler.get_scale()
+            tb.update(state.global_step, **scalars)
+
     t_end = time.perf_counter()
+    lr = wd = data_wait = 0.0
     batches = meters.log_every(loader, cfg.print_freq, f"Epoch [{epoch}]", total=total - start_batch)
     for i, batch in enumerate(batches, start=start_batch):
         if i >= total:
@@ -156,23 +227,32 @@ def train_one_epoch(
         state.seen_files += len(batch["video"])
         _check_bad_fraction(state, cfg.max_bad_fraction)
         batch = to_device(batch, cfg.device)
+        n = len(batch["video"])
+        log_now = (
+            i - start_batch
+        ) % cfg.print_freq == 0 or i == total - 1  # log_every prints after this body
 
         boundary = (i + 1) % accum == 0
         with _no_sync(task, boundary):
             with cfg.autocast():
                 losses = (engine or task)(batch)
-            _check_finite(losses)
             loss_backward = losses["loss"] / accum if engine is None else losses["loss"]
-            grad_norm, loss_scale, skipped = _backward_step(
-                loss_backward, task, optimizer, params, cfg, boundary=boundary
+            need_norm = log_now or cfg.observer is not None
+            grad_norm, _, skipped = _backward_step(
+                loss_backward, task, optimizer, params, cfg, boundary=boundary, need_norm=need_norm
             )
+        pending.add(losses, n)
+        window_clips += n
         if boundary:
             state.global_step += 1
-            state.skipped_steps += int(skipped)
-            if cfg.ema is not None and not skipped:
+            if skipped is not None:
+                pending.skipped = skipped if pending.skipped is None else pending.skipped + skipped
+            if grad_norm is not None:
+                pending.grad_norm = grad_norm
+            if cfg.ema is not None:  # after every optimiser step, as the reference (also a skipped fp16 one)
                 cfg.ema.update(cfg.ema_source)
             if cfg.after_step is not None:
-                cfg.after_step(epoch, i + 1)
+                cfg.after_step(epoch, i + 1, partial(flush, lr, wd, data_wait))
         if cfg.observer is not None:
             cfg.observer(
                 {
@@ -182,31 +262,14 @@ def train_one_epoch(
                     "weight_decay": [g["weight_decay"] for g in opt.param_groups],
                     "losses": {k: v.detach() for k, v in losses.items()},
                     "loss_backward": loss_backward.detach(),
-                    "step_taken": boundary and not skipped,
+                    "step_taken": boundary and not bool(skipped),
                     "grad_norm": grad_norm if boundary else None,
                 }
             )
-
-        n = len(batch["video"])
-        meters.update(n=n, **{k: v.detach() for k, v in losses.items()})
-        meters.update(lr=lr, wd=wd, grad_norm=grad_norm if boundary else None, data_wait=data_wait)
-        clips_per_s = n * get_world_size() / max(time.perf_counter() - t_end, 1e-9)
-        meters.update(clips_per_s=clips_per_s)
-        if tb is not None and boundary:
-            scalars = {f"train/{k}": v for k, v in losses.items()}
-            scalars.update(
-                {
-                    "opt/lr": lr,
-                    "opt/wd": wd,
-                    "opt/grad_norm": grad_norm,
-                    "perf/clips_per_s": clips_per_s,
-                    "perf/data_wait_s": data_wait,
-                }
-            )
-            if loss_scale is not None:
-                scalars["opt/loss_scale"] = loss_scale
-            tb.update(state.global_step, **scalars)
+        if log_now:
+            flush(lr, wd, data_wait)
         t_end = time.perf_counter()
+    flush(lr, wd, data_wait)  # the epoch's last terms (a no-op when just flushed)
     meters.synchronize_between_processes()
     stats = meters.global_averages()
     stats["skipped_steps"] = state.skipped_steps
@@ -223,11 +286,13 @@ def _check_bad_fraction(state: EpochState, limit: float) -> None:
 
 
 def _backward_step(
-    loss, task, optimizer, params, cfg: StepConfig, boundary: bool = True
-) -> tuple[Tensor | None, float | None, bool]:
+    loss, task, optimizer, params, cfg: StepConfig, boundary: bool = True, need_norm: bool = True
+) -> tuple[Tensor | None, Tensor | float | None, Tensor | None]:
     """Backward of ``loss``; on a window's last micro-batch (``boundary``) the (clipped) optimiser step.
 
-    Returns (pre-clip gradient norm or None between steps, loss scale or None, step skipped).
+    Returns (pre-clip gradient norm, or None between steps and when neither clipping nor
+    ``need_norm`` asks for it; loss scale or None; a 0-dim tensor that is 1 when the fp16 scaler
+    skipped the step, or None). Nothing here reads a value back to the host.
     """
     engine = cfg.deepspeed_engine
     if engine is not None:  # it accumulates (gradient_accumulation_steps) and divides the loss itself
@@ -235,40 +300,47 @@ def _backward_step(
         engine.backward(loss)
         engine.step()
         if not boundary:
-            return None, None, False
+            return None, None, None
         norm = engine.get_global_grad_norm()
         scale = getattr(engine.optimizer, "cur_scale", None) if engine.fp16_enabled() else None
-        skipped = getattr(engine, "skipped_steps", 0) > skips_before
+        skipped = torch.tensor(int(getattr(engine, "skipped_steps", 0) > skips_before))
         return (torch.as_tensor(norm) if norm is not None else None), scale, skipped
     scaler = cfg.scaler
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         if not boundary:
-            return None, None, False
+            return None, None, None
         scaler.unscale_(optimizer)
-        norm = _clip(params, cfg.clip_grad)
-        before = scaler.get_scale()
+        norm = _clip(params, cfg.clip_grad, need_norm)
+        before = _scale_tensor(scaler)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        skipped = scaler.get_scale() < before  # inf/NaN gradients: the scaler skipped this step
-        if skipped:
-            print(f"fp16 overflow: step skipped, loss scale {before:g} -> {scaler.get_scale():g}")
-        return norm, scaler.get_scale(), skipped
+        after = _scale_tensor(scaler)
+        return norm, after, (after < before).to(torch.int64)  # inf/NaN gradients: the step was skipped
     loss.backward()
     if not boundary:
-        return None, None, False
-    norm = _clip(params, cfg.clip_grad)
+        return None, None, None
+    norm = _clip(params, cfg.clip_grad, need_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return norm, None, False
+    return norm, None, None
 
 
-def _clip(params: list[Tensor], clip_grad: float | None) -> Tensor:
+def _scale_tensor(scaler: torch.amp.GradScaler) -> Tensor:
+    # the scaler's scale as a device tensor (get_scale() would read it back to the host every step)
+    return (
+        scaler._scale.detach().clone()
+        if getattr(scaler, "_scale", None) is not None
+        else torch.tensor(scaler.get_scale())
+    )
+
+
+def _clip(params: list[Tensor], clip_grad: float | None, need_norm: bool = True) -> Tensor | None:
     """Pre-clip total gradient norm; with ``clip_grad`` every gradient is scaled by min(1, clip/(norm+1e-6))."""
     if clip_grad:
         return torch.nn.utils.clip_grad_norm_(params, clip_grad)
-    return _grad_norm(params)
+    return _grad_norm(params) if need_norm else None
 
 
 @torch.no_grad()

@@ -318,7 +318,7 @@ class Trainer:
             after_step=self._after_step,
         )
 
-    def _after_step(self, epoch: int, batches_done: int) -> None:
+    def _after_step(self, epoch: int, batches_done: int, flush) -> None:
         """Mid-epoch checkpoint every --save_ckpt_freq_steps steps, and on an agreed stop signal."""
         step = self.state.global_step
         # the stop flag is a collective with several ranks: asked every --print_freq steps (a host
@@ -327,6 +327,7 @@ class Trainer:
         stop = step % every == 0 and preempt.current().agreed()
         freq = self.args.save_ckpt_freq_steps
         if stop or (freq and step % freq == 0):
+            flush()  # the pending non-finite check: a bad step never reaches a checkpoint
             path = self.save(epoch, batches_done=batches_done)
             if stop:
                 self._leave(f"checkpoint {_name(path)} written after step {step}")

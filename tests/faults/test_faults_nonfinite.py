@@ -93,8 +93,7 @@ def test_backward_step_with_inf_gradients_skips_and_lowers_the_scale(capsys):
     loss = task({"video": torch.randn(4, 4)})["loss"]
     assert torch.isfinite(loss)
     _, scale, skipped = loop._backward_step(loss, task, optimizer, params, cfg)
-    assert skipped and scale == 2.0**15 and _same(before, _params(task))
-    assert "fp16 overflow: step skipped, loss scale 65536 -> 32768" in capsys.readouterr().out
+    assert int(skipped) == 1 and float(scale) == 2.0**15 and _same(before, _params(task))
 
 
 def test_fp16_overflow_once_is_absorbed_and_training_continues(capsys):
@@ -103,9 +102,8 @@ def test_fp16_overflow_once_is_absorbed_and_training_continues(capsys):
     assert not _same(snapshots[1], snapshots[2]) and not _same(snapshots[2], snapshots[3])  # steps 2, 3 ran
     assert all(torch.isfinite(p).all() for p in snapshots[-1])
     assert scaler.get_scale() == 2.0**15 and state.global_step == 3
-    out = capsys.readouterr().out
-    assert out.count("fp16 overflow: step skipped") == 1
-    assert "loss scale 65536 -> 32768" in out
+    out = capsys.readouterr().out  # said at the next log line (no host sync per step)
+    assert out.count("fp16 overflow: 1 step(s) skipped since the last log line, loss scale 32768") == 1
 
 
 def test_skipped_fp16_step_is_counted():
