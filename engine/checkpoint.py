@@ -135,14 +135,7 @@ class CheckpointManager:
 
     def mid_epoch(self) -> list[tuple[tuple[int, int], Path]]:
         """Existing mid-epoch checkpoints as ``((epoch, batches_done), path)``, oldest first."""
-        if not self.output_dir.is_dir():
-            return []
-        found = []
-        for p in self.output_dir.iterdir():
-            match = _MID_EPOCH.match(p.name)
-            if match and p.is_file():
-                found.append(((int(match.group(1)), int(match.group(2))), p))
-        return sorted(found)
+        return self._matching(_MID_EPOCH)
 
     def save_mid_epoch(self, state: dict[str, Any], epoch: int, batches_done: int) -> Path:
         """Write a mid-epoch checkpoint; keep the newest ``keep_last`` of them, none older than the
@@ -168,16 +161,20 @@ class CheckpointManager:
             if (epoch, batches) not in keep or epoch <= newest_epoch:
                 path.unlink(missing_ok=True)
 
-    def numbered(self) -> list[tuple[int, Path]]:
-        """Existing numbered checkpoints as ``(epoch, path)``, oldest first (temp files excluded)."""
+    def _matching(self, pattern: re.Pattern) -> list[tuple[tuple[int, ...], Path]]:
+        """Files named like ``pattern`` as (their numbers, path), oldest first (temp files excluded)."""
         if not self.output_dir.is_dir():
             return []
         found = []
         for p in self.output_dir.iterdir():
-            match = _NUMBERED.match(p.name)
+            match = pattern.match(p.name)
             if match and p.is_file():
-                found.append((int(match.group(1)), p))
+                found.append((tuple(int(g) for g in match.groups()), p))
         return sorted(found)
+
+    def numbered(self) -> list[tuple[int, Path]]:
+        """Existing numbered checkpoints as ``(epoch, path)``, oldest first (temp files excluded)."""
+        return [(key[0], p) for key, p in self._matching(_NUMBERED)]
 
     def save(self, state: dict[str, Any], epoch: int, is_best: bool = False) -> Path:
         """Write the checkpoint of ``epoch`` (and the best copy), then drop old numbered ones.

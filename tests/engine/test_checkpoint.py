@@ -194,3 +194,16 @@ def test_rng_state_roundtrip_through_weights_only_file(tmp_path: Path) -> None:
     second = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
     assert first[:3] == second[:3]
     assert torch.equal(first[3], second[3])
+
+
+def test_mid_epoch_checkpoints_order_rotation_and_supersession(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for epoch, batches in [(0, 2), (0, 4), (0, 6)]:
+        manager.save_mid_epoch({"epoch": epoch, "batches_done": batches}, epoch, batches)
+    assert [key for key, _ in manager.mid_epoch()] == [(0, 4), (0, 6)]  # the newest --keep_last
+    assert manager.latest() == manager.path_for(0, 6)
+    manager.save({"epoch": 0}, 0)  # epoch 0 complete: its mid-epoch checkpoints are superseded
+    assert manager.mid_epoch() == [] and manager.latest() == manager.path_for(0)
+    manager.save_mid_epoch({"epoch": 1, "batches_done": 3}, 1, 3)
+    assert manager.latest() == manager.path_for(1, 3)  # epoch 1, batch 3 is newer than checkpoint-0
+    assert manager.path_for(1, 3).name == "checkpoint-1-3.pth" and [e for e, _ in manager.numbered()] == [0]
