@@ -378,15 +378,16 @@ class Trainer:
         """
         try:
             val = self.evaluate(self.task.model)
+            ema_val = self.evaluate(self.ema.module) if self.ema is not None else None
         except preempt.Preempted:  # a stop signal during validation: keep the trained epoch
             path = self.save(epoch, batches_done=self.steps_per_epoch * self.args.update_freq)
             self._leave(f"validation of epoch {epoch} interrupted; checkpoint {_name(path)} written")
-        record.update({f"val_{k}": v for k, v in val.items()})
-        self.tb.update(epoch, **{f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
-        if self.ema is not None:
-            ema_val = self.evaluate(self.ema.module)
-            record.update({f"val_ema_{k}": v for k, v in ema_val.items()})
-            self.tb.update(epoch, **{f"val_ema/{k}": v for k, v in ema_val.items() if isinstance(v, float)})
+        for prefix, result in (("val", val), ("val_ema", ema_val)):
+            if result is not None:
+                record.update({f"{prefix}_{k}": v for k, v in result.items()})
+                self.tb.update(
+                    epoch, **{f"{prefix}/{k}": v for k, v in result.items() if isinstance(v, float)}
+                )
         is_best = self.best is None or val["acc1"] > self.best
         is_best = bool(broadcast_object(is_best))
         self.best = broadcast_object(max(self.best or val["acc1"], val["acc1"]))
