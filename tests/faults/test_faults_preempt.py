@@ -155,3 +155,22 @@ def test_two_ranks_stop_together_and_resume_to_identical_weights(
     ok(resumed)
     final = f"checkpoint-{EPOCHS - 1}.pth"
     assert model_digest(out / final) == model_digest(ref / final), show(resumed)
+
+
+def test_stop_inside_an_accumulation_window_waits_for_its_step(videos, teacher_ckpt, tmp_path):
+    """--update_freq 2: a signal after micro-batch 3 stops after micro-batch 4 (the step), not between."""
+    acc = ["--batch_size", "2", "--update_freq", "2"]
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    reference, stopped = run_parallel(
+        [
+            python_cmd(PRETRAIN, argv_for(PRETRAIN, videos, teacher_ckpt, ref, *acc)),
+            python_cmd(KILLER, [PRETRAIN, *argv_for(PRETRAIN, videos, teacher_ckpt, out, *acc)]),
+        ],
+        env={"MMKD_FAULT": "usr1_after_step:3"},
+    )
+    ok(reference)
+    assert_one_line_error(stopped, "checkpoint-0-4.pth", exit_code=EXIT_PREEMPTED)
+    (resumed,) = run_parallel([python_cmd(PRETRAIN, argv_for(PRETRAIN, videos, teacher_ckpt, out, *acc))])
+    assert "continuing at epoch 0, batch 4" in ok(resumed).stdout
+    final = f"checkpoint-{EPOCHS - 1}.pth"
+    assert model_digest(out / final) == model_digest(ref / final)
