@@ -59,7 +59,10 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--num_workers", type=int, default=10)
     g.add_argument("--pin_mem", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument(
-        "--decoder", choices=("auto", "decord", "pyav"), default="auto", help="video decoding backend"
+        "--decoder",
+        choices=("auto", "decord", "pyav"),
+        default="auto",
+        help="video decoding backend (auto: PyAV, decord for a file PyAV cannot read)",
     )
     g.add_argument(
         "--max_bad_fraction", type=float, default=0.5, help="stop when more than this fraction of files fail"
