@@ -27,6 +27,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+OneLineParser = (
+    _Parser  # the same parser for the tools outside the three entry points (datasets.prepare, ...)
+)
+
+
 def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g = p.add_argument_group("model")
     default_model = {
