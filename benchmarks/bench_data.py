@@ -16,7 +16,10 @@ DataLoader (one core doing everything, normalisation included), ``cpu_ms`` (CPU 
 the worker and the main process together, one-worker run: every cost wherever it is paid, incl.
 inter-process transfer), and ``ratio_per_core`` = ours / reference: clips per CPU-second
 (``cpu``), clips/s through one worker (``dataloader_1_worker``) and in process.
-Usage: ``python3 benchmarks/bench_data.py [--quick] [--workers N]``.
+``--csv LIST`` measures the videos of a list file instead (a user's own data, e.g. long key-frame
+interval files); ``--transcoded LIST2`` adds ``ours_<decoder>_transcoded`` rows (ours on the copies
+:mod:`datasets.transcode` wrote, compared with the reference on the originals of ``--csv``).
+Usage: ``python3 benchmarks/bench_data.py [--quick] [--workers N] [--csv LIST [--transcoded LIST2]]``.
 """
 
 from __future__ import annotations
@@ -200,6 +203,19 @@ def measure(
     return best
 
 
+def _video_sets(args: argparse.Namespace, tmp: str):
+    """(name, list file, transcoded list or None) per measured set: the user's list or generated ones."""
+    if args.csv is not None:
+        yield f"csv:{os.path.basename(args.csv)}", args.csv, args.transcoded
+        return
+    for name, (width, height) in SIZES.items():
+        lists = make_synthetic_dataset(
+            os.path.join(tmp, name), num_classes=args.videos, videos_per_class=1, num_frames=args.frames,
+            width=width, height=height, val_fraction=0.0, test_fraction=0.0, seed=1,
+        )  # fmt: skip
+        yield name, lists["pretrain"], None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=30, help="videos per resolution")
@@ -217,7 +233,16 @@ def main() -> None:
         "cpu; none: not at all, i.e. only the CPU work a GPU training run leaves on the host)",
     )
     parser.add_argument("--quick", action="store_true", help="12 videos, 32 clips, 2 rounds")
+    parser.add_argument("--csv", default=None, help="measure the videos of this list file instead")
+    parser.add_argument("--data_root", default=None, help="root of --csv's relative paths")
+    parser.add_argument(
+        "--transcoded",
+        default=None,
+        help="with --csv: also time ours on this list (datasets.transcode output)",
+    )
     args = parser.parse_args()
+    if args.transcoded is not None and args.csv is None:
+        parser.error("--transcoded needs --csv (the originals the reference reads)")
     if args.quick:
         args.videos, args.clips, args.repeats = 12, 32, 2
     torch.set_num_threads(1)
@@ -228,19 +253,19 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     ratios: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (width, height) in SIZES.items():
-            lists = make_synthetic_dataset(
-                os.path.join(tmp, name), num_classes=args.videos, videos_per_class=1, num_frames=args.frames,
-                width=width, height=height, val_fraction=0.0, test_fraction=0.0, seed=1,
-            )  # fmt: skip
-            paths = [r.path for r in read_annotation_list(lists["pretrain"])]
+        for name, list_file, transcoded in _video_sets(args, tmp):
+            paths = [r.path for r in read_annotation_list(list_file, root=args.data_root)]
             reference = ReferencePretrainClips(paths, 16, 4, 224, (8, 14, 14))
             pipelines = {"reference": (reference, default_collate, _unchanged)}
             for decoder in args.decoders.split(","):
-                ours = build_pretraining_dataset(
-                    lists["pretrain"], decoder=decoder, normalize=False, **settings
-                )
-                pipelines[f"ours_{decoder}"] = (ours, collate_batch, prepare)
+                for suffix, ours_list in (("", list_file), ("_transcoded", transcoded)):
+                    if ours_list is None:
+                        continue
+                    root = args.data_root if ours_list == list_file else None
+                    ours = build_pretraining_dataset(
+                        ours_list, root=root, decoder=decoder, normalize=False, **settings
+                    )
+                    pipelines[f"ours_{decoder}{suffix}"] = (ours, collate_batch, prepare)
             results[name] = measure(pipelines, args)
             ref = results[name]["reference"]
             ratios[name] = {
@@ -262,8 +287,9 @@ def main() -> None:
                 },
                 "settings": {
                     **settings,
-                    "videos": args.videos,
-                    "frames_per_video": args.frames,
+                    "videos": args.csv or args.videos,
+                    "transcoded": args.transcoded,
+                    "frames_per_video": None if args.csv else args.frames,
                     "clips_per_measurement": args.clips,
                     "repeats": args.repeats,
                     "batch_size": args.batch_size,

@@ -4,7 +4,9 @@ One module per concern: :mod:`.annotations` (list files), :mod:`.decoding` / :mo
 (decord, PyAV, frame folders), :mod:`.sampling` (which frames), :mod:`.crops` and
 :mod:`.transforms` (+ :mod:`.rand_augment`), :mod:`.masking`,
 :mod:`.bad_data`, the datasets (:mod:`.pretrain`, :mod:`.classification`), :mod:`.builders`,
-:mod:`.collate`, and :mod:`.synthetic` (a generated action-recognition set).
+:mod:`.collate`, :mod:`.synthetic` (a generated action-recognition set), and the command-line
+tools :mod:`.prepare` (lists from the official releases, via :mod:`.official_lists`), :mod:`.check`
+(broken files) and :mod:`.transcode` (re-encoding for fast decoding).
 """
 
 from .builders import DATASET_CLASSES, build_dataset, build_multiview_dataset, build_pretraining_dataset

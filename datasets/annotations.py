@@ -149,3 +149,33 @@ def _parse_int(field: str, name: str, expected: str, list_file: str, line_no: in
     if not _INT.fullmatch(field):
         raise AnnotationError(list_file, line_no, f"{name} {field!r} is not an integer (expected {expected})")
     return int(field)
+
+
+def format_record(path: str, label: int, num_frames: int | None = None) -> str:
+    """One list line (no newline): ``<path> <label>``, or ``<dir> <num_frames> <label>`` for frames.
+
+    Raises:
+        ValueError: ``path`` cannot be read back from a list (line breaks, leading or trailing
+            white space).
+    """
+    if "\n" in path or "\r" in path or path != path.strip():
+        raise ValueError(f"{path!r} cannot be written to a list file (line break or edge white space)")
+    return f"{path} {label}" if num_frames is None else f"{path} {num_frames} {label}"
+
+
+def write_text_atomic(path: str | os.PathLike[str], lines: list[str]) -> str:
+    """Write ``lines`` (one per line) to ``path`` through a temporary file and a rename.
+
+    A reader (or a crash) never sees a half-written file; an existing file is replaced only once
+    the new one is complete.
+    """
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.writelines(line + "\n" for line in lines)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -4,8 +4,11 @@ Every reader has ``__len__``, ``fps`` and ``get_frames(indices, size=None)`` ret
 ``[T, H, W, 3]`` RGB, plus ``close()`` / context-manager use. Back-end exceptions are translated
 into :class:`~datasets.errors.VideoDecodeError`, so callers catch exactly one type.
 
-``decoder="auto"`` uses decord and falls back to PyAV when decord is missing or fails on a file
-(at open or while decoding); ``"decord"`` / ``"pyav"`` force one back-end.
+``decoder="auto"`` uses PyAV and falls back to decord (when installed) for a file PyAV fails on (at
+open or while decoding); ``"decord"`` / ``"pyav"`` force one back-end. PyAV comes first because it
+decodes only what a clip needs (see :class:`PyAVVideo`); decord decodes every frame up to the last
+one asked for, has had no release since 2021 and returns a wrong frame after seeking in MPEG-4
+part 2 files with B-frames.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def open_video(
 
     Args:
         path: video file or directory of frames.
-        decoder: ``"auto"`` (decord, PyAV fallback), ``"decord"`` or ``"pyav"``.
+        decoder: ``"auto"`` (PyAV, decord fallback), ``"decord"`` or ``"pyav"``.
         num_frames: frame count of a frame folder as listed (``None``: count the images).
 
     Raises:
@@ -91,7 +94,7 @@ def open_video(
     if info.st_size == 0:
         # Checked here so decord never sees it (it logs noisily and the reference even hung on tiny files).
         raise VideoDecodeError(f"{path} is empty")
-    if decoder == "pyav" or (decoder == "auto" and decord is None):
+    if decoder == "pyav" or (decoder == "auto" and decord is None):  # nothing to fall back to
         return PyAVVideo(path)
     if decoder == "decord":
         return DecordVideo(path)
@@ -179,9 +182,9 @@ class PyAVVideo:
         if self._started:
             codec.flush_buffers()
         self._started = True
-        start = self._start_packet(min(wanted)) if self._rank is not None else 0
+        start, stop = (0, len(self._packets)) if self._rank is None else self._packet_span(wanted)
         position = 0  # output order: the index when timestamps cannot give it
-        for packet in self._packets[start:]:
+        for packet in self._packets[start:stop]:
             if self._rank is not None:
                 codec.skip_frame = "DEFAULT" if self._rank[packet.pts] in wanted else "NONREF"
             for frame in codec.decode(packet):
@@ -192,12 +195,22 @@ class PyAVVideo:
             yield self._index(frame, position), frame
             position += 1
 
-    def _start_packet(self, first: int) -> int:
-        start = 0
+    def _packet_span(self, wanted: set[int]) -> tuple[int, int]:
+        """Packets [start, stop) to send: from the last key frame at or before the first wanted frame
+        to the last wanted frame in decode order.
+
+        Stopping there and draining the decoder returns the frames it holds back for reordering
+        without decoding the reference frames that follow the clip (they cannot change it).
+        """
+        first = min(wanted)
+        start = stop = 0
         for i, packet in enumerate(self._packets):
-            if packet.is_keyframe and self._rank[packet.pts] <= first:
+            rank = self._rank[packet.pts]
+            if packet.is_keyframe and rank <= first:
                 start = i
-        return start
+            if rank in wanted:
+                stop = i + 1
+        return start, stop
 
     def _index(self, frame: av.VideoFrame, position: int) -> int:
         if self._rank is None:
@@ -309,12 +322,16 @@ class DecordVideo:
 
 
 class _FallbackVideo:
-    """decord first; on any decord failure (open or decode) the same request is served by PyAV."""
+    """PyAV first; on a PyAV failure (open or decode) the same request is served by decord.
+
+    PyAV decodes only what a clip needs (decord decodes every frame up to the last one asked for)
+    and is maintained; decord stays as the second chance for files PyAV cannot read.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self._reader: VideoReader = DecordVideo(path)
+            self._reader: VideoReader = PyAVVideo(path)
         except VideoDecodeError as err:
             self._reader = self._switch(err)
 
@@ -326,16 +343,17 @@ class _FallbackVideo:
         return len(self._reader)
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> torch.Tensor:
-        if isinstance(self._reader, DecordVideo):
+        if isinstance(self._reader, PyAVVideo):
             try:
                 return self._reader.get_frames(indices, size)
             except VideoDecodeError as err:
+                self._reader.close()
                 self._reader = self._switch(err)
         try:
             return self._reader.get_frames(indices, size)
         except IndexError as err:
-            # The indices came from decord's frame count; PyAV may count fewer in a broken file.
-            raise VideoDecodeError(f"{self.path}: {err}; decord had counted more") from err
+            # The indices came from PyAV's frame count; decord may count fewer in a broken file.
+            raise VideoDecodeError(f"{self.path}: {err}; PyAV had counted more") from err
 
     def close(self) -> None:
         self._reader.close()
@@ -346,9 +364,9 @@ class _FallbackVideo:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _switch(self, decord_error: VideoDecodeError) -> PyAVVideo:
-        logger.debug("decord failed (%s); retrying %s with PyAV", decord_error, self.path)
+    def _switch(self, pyav_error: VideoDecodeError) -> DecordVideo:
+        logger.debug("PyAV failed (%s); retrying %s with decord", pyav_error, self.path)
         try:
-            return PyAVVideo(self.path)
+            return DecordVideo(self.path)
         except VideoDecodeError as err:
-            raise VideoDecodeError(f"{err} (decord: {decord_error})") from err
+            raise VideoDecodeError(f"{err} (PyAV: {pyav_error})") from err

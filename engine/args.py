@@ -29,6 +29,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+OneLineParser = (
+    _Parser  # the same parser for the tools outside the three entry points (datasets.prepare, ...)
+)
+
+
 def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g = p.add_argument_group("model")
     default_model = {
@@ -71,7 +76,10 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
         "--no_pin_mem", action="store_false", dest="pin_mem", help="reference spelling of --no-pin_mem"
     )
     g.add_argument(
-        "--decoder", choices=("auto", "decord", "pyav"), default="auto", help="video decoding backend"
+        "--decoder",
+        choices=("auto", "decord", "pyav"),
+        default="auto",
+        help="video decoding backend (auto: PyAV, decord for a file PyAV cannot read)",
     )
     g.add_argument(
         "--max_bad_fraction", type=float, default=0.5, help="stop when more than this fraction of files fail"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets import check, prepare, transcode
 from engine.args import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +38,12 @@ def test_documented_flags_are_accepted():
         "run_linear_probe.py",
         "engine/feature_args.py",
         "models/convert.py",
+        "benchmarks/bench_data.py",
     )
     for script in scripts:
         known |= set(re.findall(r'"(--[A-Za-z_]+)"', (ROOT / script).read_text()))
+    for tool in (prepare, check, transcode):
+        known |= _flags_of(tool.build_parser())
     torchrun = {"--nproc_per_node", "--nnodes", "--node_rank", "--master_addr", "--max-restarts", "--help"}
     torchrun |= {"--signal", "--requeue"}  # sbatch / srun options, in the slurm section
     documented = set(re.findall(r"(?<![\w-])(--[A-Za-z][A-Za-z0-9_-]*[A-Za-z0-9_])", README)) - torchrun
@@ -53,6 +57,15 @@ def test_readme_scripts_exist():
     for pattern in re.findall(r"(scripts/\w+/[\w{}.,_]+\.sh)", README):
         if "{" in pattern:
             assert list((ROOT).glob(re.sub(r"\{[^}]+\}", "*", pattern))), pattern
+
+
+def test_readme_data_tool_commands_parse():
+    """Every ``python -m datasets.<tool> ...`` line of the README is accepted by that tool's parser."""
+    tools = {"prepare": prepare, "check": check, "transcode": transcode}
+    commands = re.findall(r"^python -m datasets\.(\w+) (.+)$", README, re.M)
+    assert {name for name, _ in commands} == set(tools)
+    for name, rest in commands:
+        tools[name].build_parser().parse_args(rest.split("#")[0].split())
 
 
 def test_readme_python_example_runs():

@@ -91,16 +91,39 @@ def test_out_of_range_index(video_path: str) -> None:
         video.get_frames([24])
 
 
-@needs_decord
-def test_auto_falls_back_to_pyav_when_decord_fails(video_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self, indices, size=None):
-        raise VideoDecodeError("decord broke")
-
-    monkeypatch.setattr(decoding.DecordVideo, "get_frames", broken)
+def test_auto_tries_pyav_first(video_path: str) -> None:
     with open_video(video_path, "auto") as video:
+        assert isinstance(getattr(video, "_reader", video), PyAVVideo)  # no wrapper without decord
         frames = video.get_frames([1, 2])
     with open_video(video_path, "pyav") as video:
         assert torch.equal(frames, video.get_frames([1, 2]))
+
+
+@needs_decord
+def test_auto_falls_back_to_decord_when_pyav_fails_to_decode(
+    video_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self, indices, size=None):
+        raise VideoDecodeError("PyAV broke")
+
+    monkeypatch.setattr(decoding.PyAVVideo, "get_frames", broken)
+    with open_video(video_path, "auto") as video:
+        frames = video.get_frames([1, 2])
+        assert isinstance(video._reader, decoding.DecordVideo)
+    with open_video(video_path, "decord") as video:
+        assert torch.equal(frames, video.get_frames([1, 2]))
+
+
+@needs_decord
+def test_auto_falls_back_to_decord_when_pyav_cannot_open(
+    video_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self, path):
+        raise VideoDecodeError("PyAV cannot open")
+
+    monkeypatch.setattr(decoding.PyAVVideo, "__init__", broken)
+    with open_video(video_path, "auto") as video:
+        assert isinstance(video._reader, decoding.DecordVideo) and len(video) == 24
 
 
 @needs_decord
@@ -108,10 +131,10 @@ def test_fallback_with_fewer_frames_is_a_decode_error(
     video_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(self, indices, size=None):
-        raise VideoDecodeError("decord broke")
+        raise VideoDecodeError("PyAV broke")
 
-    monkeypatch.setattr(decoding.DecordVideo, "get_frames", broken)
-    monkeypatch.setattr(decoding.DecordVideo, "__len__", lambda self: 30)  # decord over-counts
+    monkeypatch.setattr(decoding.PyAVVideo, "get_frames", broken)
+    monkeypatch.setattr(decoding.PyAVVideo, "__len__", lambda self: 30)  # PyAV over-counts
     with open_video(video_path, "auto") as video, pytest.raises(VideoDecodeError, match="out of range"):
         video.get_frames([2, 27])
 
