@@ -83,9 +83,11 @@ class DistillTask(nn.Module):
         with torch.no_grad(), (self._teacher_autocast or contextlib.nullcontext)():
             out_t = self.teacher(video, mask, return_attention=need_attn, num_visible=num_visible)
         out_s = self.student(video, mask, return_attention=need_attn, num_visible=num_visible)
-        # the objectives run in float32 whatever the encoders' precision (softmaxes over 1e3 logits)
+        # the objectives run in float32 whatever the encoders' precision (softmaxes over 1e3 logits),
+        # or in the heads' own dtype where DeepSpeed bf16 / fp16 stores the weights in 16 bits
+        dtype = next((p.dtype for p in self.heads.parameters()), torch.float32)
         with torch.autocast(device_type=video.device.type, enabled=False):
-            return self.heads(_to_float(out_s), _to_float(out_t), self.num_temporal)
+            return self.heads(_cast(out_s, dtype), _cast(out_t, dtype), self.num_temporal)
 
     def checkpoint_state(self) -> dict[str, Tensor]:
         return self.state_dict()
@@ -94,8 +96,10 @@ class DistillTask(nn.Module):
         self.load_state_dict(state, strict=True)
 
 
-def _to_float(out):
-    return type(out)(*(None if t is None else t.float() for t in (out.features, out.attn_logits, out.values)))
+def _cast(out, dtype: torch.dtype):
+    return type(out)(
+        *(None if t is None else t.to(dtype) for t in (out.features, out.attn_logits, out.values))
+    )
 
 
 def clip_erasing(probability: float, device: torch.device | str) -> RandomErasing | None:
