@@ -139,3 +139,16 @@ def test_finetune_task_erases_only_in_training():
     assert torch.equal(batch["video"], before)
     task.train()(batch)
     assert not torch.equal(batch["video"], before)
+
+
+def test_distill_task_runs_with_16_bit_weights_as_deepspeed_stores_them():
+    """DeepSpeed bf16 / fp16 casts every weight, the heads' too: the heads run in their dtype, the
+    objectives (softmaxes over the attention logits) stay in float32."""
+    task = _distill_task().to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = task(fixed_batch())
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.bfloat16 for p in task.heads.parameters())
+    full = _distill_task()(fixed_batch())  # float32 weights: the objectives stay in float32
+    assert full["loss"].dtype == torch.float32
