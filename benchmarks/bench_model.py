@@ -1,21 +1,30 @@
-"""Throughput and peak memory of one MMKD distillation step at the paper's configuration.
+"""Throughput, peak memory and MFU of a training step at the paper's configuration, through the trainer.
 
-Teacher forward (no grad) + student forward/backward + the four losses + AdamW step, ViT-S student,
-ViT-B teacher, 16x224x224 clips, tube mask 0.9 (spec §5). Prints one JSON line, with the step's
-FLOPs (torch's FLOP counter) and, on a GPU with a known 16-bit peak (or --peak_tflops), the MFU.
+By default the step is the one users run: the entry point's own ``build_task`` (from its own argument
+parser), the real `engine.runner.Trainer` and its loop (`train_one_epoch`: uint8 clips normalised on
+the device, the schedules, logging every ``--print_freq`` steps, the fused AdamW), fed with synthetic
+in-memory batches shaped as ``collate_batch`` ships them. ``--isolated`` times the bare distillation
+step instead (forward, backward, optimiser step; no loop), so the loop's overhead can be read off.
 
-    python benchmarks/bench_model.py --device cpu --batch_size 2 --attn sdpa
-    python benchmarks/bench_model.py --device cuda --batch_size 64 --precision bf16 --attn eager
+    python benchmarks/bench_model.py --device cpu --batch_size 2                  # MMKD, ViT-S <- ViT-B
+    python benchmarks/bench_model.py --task pretrain --device cpu --batch_size 2  # VideoMAE, same ViT-S
+    python benchmarks/bench_model.py --device cuda --batch_size 64 --precision bf16
+
+Prints one JSON line (``"step": "trainer"`` or ``"isolated"``), with the step's FLOPs (torch's FLOP
+counter, forward + backward) and, on a GPU with a known 16-bit peak (or --peak_tflops), the MFU.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -25,28 +34,45 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timm  # noqa: E402
 
 import models  # noqa: E402,F401
+import run_class_finetuning  # noqa: E402
+import run_mae_pretraining  # noqa: E402
+import run_mmkd_distill  # noqa: E402
+from datasets import collate_batch  # noqa: E402
 from datasets.masking import TubeMaskingGenerator  # noqa: E402
-from engine.optim import build_optimizer  # noqa: E402
+from engine import args as cli_args  # noqa: E402
+from engine.loop import to_device  # noqa: E402
 from engine.precision import autocast_context  # noqa: E402
-from engine.tasks import DistillTask  # noqa: E402
-from models.distill import MMKDConfig, MMKDLoss  # noqa: E402
-from models.vit import count_visible  # noqa: E402
+from engine.runner import Trainer, setup  # noqa: E402
+
+# dense (no sparsity) bf16 / fp16 tensor-core peaks in TFLOP/s, from the vendors' data sheets
+PEAK_TFLOPS_16BIT = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100": 756.0, "A100": 312.0, "L40S": 362.1}
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", choices=("distill", "pretrain", "finetune"), default="distill")
+    p.add_argument("--isolated", action="store_true", help="the bare step, without the trainer's loop")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
-    p.add_argument("--student", default="pretrain_videomae_small_patch16_224")
-    p.add_argument("--teacher", default="pretrain_videomae_base_patch16_224")
+    p.add_argument(
+        "--student", default="small", help="the trained ViT: a size (small, base, ...) or a model name"
+    )
+    p.add_argument("--teacher", default="base", help="the distillation teacher: a size or a model name")
     p.add_argument("--num_frames", type=int, default=16)
     p.add_argument("--input_size", type=int, default=224)
     p.add_argument("--mask_ratio", type=float, default=0.9)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--print_freq",
+        type=int,
+        default=10,
+        help="the trainer's log cadence (the default of the entry points)",
+    )
     p.add_argument("--use_checkpoint", action="store_true")
+    p.add_argument("--compile", action="store_true")
     p.add_argument("--num_k", type=int, default=10, help="MM top-k (lower it for tiny clips)")
     p.add_argument("--num_f", type=int, default=10, help="hint / relation top-k (lower it for tiny clips)")
     p.add_argument(
@@ -56,10 +82,6 @@ def parse() -> argparse.Namespace:
         help="the device's dense peak for --precision, for the MFU (default: known GPUs' bf16/fp16 peak)",
     )
     return p.parse_args()
-
-
-# dense (no sparsity) bf16 / fp16 tensor-core peaks in TFLOP/s, from the vendors' data sheets
-PEAK_TFLOPS_16BIT = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100": 756.0, "A100": 312.0, "L40S": 362.1}
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None) -> float | None:
@@ -72,86 +94,183 @@ def peak_tflops(device: torch.device, precision: str, override: float | None) ->
     return next((v for k, v in PEAK_TFLOPS_16BIT.items() if k in name), None)
 
 
-def main() -> None:
-    args = parse()
-    device = torch.device(args.device)
-    kw = dict(decoder_depth=0, img_size=args.input_size, num_frames=args.num_frames)
-    student = timm.create_model(args.student, use_checkpoint=args.use_checkpoint, drop_path_rate=0.1, **kw)
-    teacher = timm.create_model(args.teacher, **kw)
-    for m in (student, teacher):
-        models.set_attn_impl(m, args.attn)
-    heads = MMKDLoss(
-        student.encoder.embed_dim, teacher.encoder.embed_dim, MMKDConfig(num_k=args.num_k, num_f=args.num_f)
-    )
-    task = DistillTask(student, teacher, heads, teacher_precision=args.precision).to(device)
-    # the trainer's optimiser (timm factory, fused kernel where torch has one)
-    opt = build_optimizer(task.parameter_groups(0.05), lr=1e-4, weight_decay=0.05, opt_betas=(0.9, 0.95))
-    scaler = torch.amp.GradScaler(enabled=args.precision == "fp16")
+def _model_name(prefix: str, spec: str) -> str:
+    """``small`` or a registered name -> ``<prefix>_small_patch16_224`` (prefix: pretrain_videomae | vit)."""
+    base = spec.removeprefix("pretrain_videomae_").removeprefix("vit_")
+    if "_" in base:
+        return f"{prefix}_{base}"
+    return f"{prefix}_{base}_{'patch16_224' if models.registry.SIZES[base][5] == 16 else 'patch8'}"
 
-    grid = student.encoder.grid_size
-    gen = TubeMaskingGenerator(grid, args.mask_ratio)
-    video = torch.randn(args.batch_size, 3, args.num_frames, args.input_size, args.input_size, device=device)
-    mask = torch.stack([torch.as_tensor(gen()) for _ in range(args.batch_size)]).to(device)
-    batch = {"video": video, "mask": mask, "num_visible": count_visible(mask)}  # as collate_batch ships it
+
+def entry_argv(b: argparse.Namespace, tmp: Path) -> tuple[str, list[str]]:
+    """The entry point's mode and command line for this benchmark (data lists are stand-ins)."""
+    common = [
+        "--device", b.device, "--batch_size", str(b.batch_size), "--num_frames", str(b.num_frames),
+        "--input_size", str(b.input_size), "--num_workers", "0", "--epochs", "1", "--warmup_epochs", "0",
+        "--print_freq", str(b.print_freq), "--attn_impl", b.attn, "--precision", b.precision,
+    ]  # fmt: skip
+    common += ["--use_checkpoint"] * b.use_checkpoint + ["--compile"] * b.compile
+    (tmp / "list.csv").write_text("unused.mp4 0\n")
+    if b.task == "finetune":
+        for split in ("train", "val", "test"):
+            (tmp / f"{split}.csv").write_text("unused.mp4 0\n")
+        model = _model_name("vit", b.student)
+        return "finetune", [*common, "--model", model, "--data_path", str(tmp), "--nb_classes", "400"]
+    model = _model_name("pretrain_videomae", b.student)
+    argv = [
+        *common,
+        "--model",
+        model,
+        "--data_path",
+        str(tmp / "list.csv"),
+        "--mask_ratio",
+        str(b.mask_ratio),
+    ]
+    if b.task == "pretrain":
+        return "pretrain", argv
+    teacher = _model_name("pretrain_videomae", b.teacher)
+    kw = dict(decoder_depth=0, img_size=b.input_size, num_frames=b.num_frames)
+    torch.save(
+        {"model": timm.create_model(teacher, **kw).state_dict()}, tmp / "teacher.pth"
+    )  # random weights
+    extra = [
+        "--model_t",
+        teacher,
+        "--path_t",
+        str(tmp / "teacher.pth"),
+        "--num_k",
+        str(b.num_k),
+        "--num_f",
+        str(b.num_f),
+    ]
+    return "distill", [*argv, *extra, "--drop_path", "0.1"]
+
+
+def synthetic_batch(b: argparse.Namespace, task, mode: str) -> dict:
+    """One batch as ``collate_batch`` ships it: uint8 clips (frames last in memory), masks / labels."""
+    g = torch.Generator().manual_seed(0)
+    items = []
+    model = task.student if mode == "distill" else task.model
+    for _ in range(b.batch_size):
+        frames = torch.randint(
+            0, 256, (b.num_frames, b.input_size, b.input_size, 3), dtype=torch.uint8, generator=g
+        )
+        item = {"video": frames.permute(3, 0, 1, 2), "n_bad": 0}
+        if mode == "finetune":
+            item["label"] = int(torch.randint(0, 400, (1,), generator=g))
+        else:
+            grid = (model.encoder if hasattr(model, "encoder") else model).grid_size
+            item["mask"] = torch.as_tensor(TubeMaskingGenerator(grid, b.mask_ratio)())
+        items.append(item)
+    return collate_batch(items)
+
+
+def step_flops(task, batch: dict, device: torch.device, precision: str) -> float:
+    """Forward + backward FLOPs of one step (the optimiser's are negligible)."""
+    task.train()
+    with FlopCounterMode(display=False) as counter, autocast_context(device, precision):
+        task(to_device(batch, device))["loss"].backward()
+    task.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    b = parse()
+    device = torch.device(b.device)
+    if b.isolated and b.task != "distill":
+        raise SystemExit("--isolated times the bare distillation step; use it with --task distill")
+    with tempfile.TemporaryDirectory() as tmp:
+        mode, argv = entry_argv(b, Path(tmp))
+        args = cli_args.parse(mode, argv)
+        env = setup(args)
+        entry = {
+            "distill": run_mmkd_distill,
+            "pretrain": run_mae_pretraining,
+            "finetune": run_class_finetuning,
+        }[mode]
+        task = entry.build_task(args, 400, device) if mode == "finetune" else entry.build_task(args)
+    batch = synthetic_batch(b, task, mode)
+    n = b.warmup + b.steps
+    trainer = Trainer(args, env, task, [batch] * n)
+    flops = step_flops(trainer.task, batch, device, args.precision)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    marks: list[float] = []
+
+    def timer(epoch: int, done: int, flush) -> None:
+        if done in (b.warmup, n):
+            sync()
+            if done == b.warmup and device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            marks.append(time.perf_counter())
+
+    if b.isolated:
+        elapsed = isolated_steps(trainer, batch, device, b, sync)
+    else:
+        cfg = dataclasses.replace(trainer.step_config(), after_step=timer)
+        trainer.train_epoch(0, cfg)
+        elapsed = marks[-1] - marks[0]
+    report(b, device, args, flops, elapsed, mode, batch)
+
+
+def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argparse.Namespace, sync) -> float:
+    """The bare step: zero_grad, forward under autocast, backward, optimiser step (no loop, no logging)."""
+    task, opt, scaler = trainer.task, trainer.optimizer, trainer.scaler
+    batch = to_device(batch, device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with autocast_context(device, args.precision):
+        with autocast_context(device, trainer.args.precision):
             loss = task(batch)["loss"]
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    with FlopCounterMode(display=False) as counter:  # one step, also the first warm-up step
-        step()
-    flops = counter.get_total_flops()
-    for _ in range(max(args.warmup - 1, 0)):
+    task.train()
+    for _ in range(b.warmup):
         step()
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(b.steps):
         step()
     sync()
-    elapsed = time.perf_counter() - start
-    peak_flops = peak_tflops(device, args.precision, args.peak_tflops)
+    return time.perf_counter() - start
+
+
+def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict) -> None:
+    peak_flops = peak_tflops(device, args.precision, b.peak_tflops)
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        mem_kind = "cuda_max_allocated_MiB"
+        peak, mem_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated_MiB"
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        mem_kind = "process_max_rss_MiB"
-    print(
-        json.dumps(
-            {
-                "bench": "mmkd_distill_step",
-                "device": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else f"cpu x{torch.get_num_threads()}",
-                "student": args.student,
-                "teacher": args.teacher,
-                "clip": [args.num_frames, args.input_size, args.input_size],
-                "mask_ratio": args.mask_ratio,
-                "visible_tokens": int((~mask[0]).sum()),
-                "batch_size": args.batch_size,
-                "precision": args.precision,
-                "attn": args.attn,
-                "steps": args.steps,
-                "sec_per_step": round(elapsed / args.steps, 4),
-                "clips_per_s": round(args.batch_size * args.steps / elapsed, 3),
-                "gflop_per_step": round(flops / 1e9, 2),
-                "achieved_tflops": round(flops / (elapsed / args.steps) / 1e12, 2),
-                "peak_tflops": peak_flops,
-                "mfu": round(flops / (elapsed / args.steps) / (peak_flops * 1e12), 4) if peak_flops else None,
-                mem_kind: round(peak, 1),
-            }
-        )
-    )
+        peak, mem_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_max_rss_MiB"
+    sec = elapsed / b.steps
+    record = {
+        "bench": f"{mode}_step",
+        "step": "isolated" if b.isolated else "trainer",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()}",
+        "model": args.model,
+        "teacher": getattr(args, "model_t", None) if mode == "distill" else None,
+        "clip": [b.num_frames, b.input_size, b.input_size],
+        "mask_ratio": b.mask_ratio if mode != "finetune" else None,
+        "visible_tokens": int(batch["num_visible"]) if "num_visible" in batch else None,
+        "batch_size": b.batch_size,
+        "precision": args.precision,
+        "attn": b.attn,
+        "compile": b.compile,
+        "print_freq": b.print_freq,
+        "steps": b.steps,
+        "sec_per_step": round(sec, 4),
+        "clips_per_s": round(b.batch_size / sec, 3),
+        "gflop_per_step": round(flops / 1e9, 2),
+        "achieved_tflops": round(flops / sec / 1e12, 2),
+        "peak_tflops": peak_flops,
+        "mfu": round(flops / sec / (peak_flops * 1e12), 4) if peak_flops else None,
+        mem_kind: round(peak, 1),
+    }
+    print(json.dumps(record))
 
 
 if __name__ == "__main__":
