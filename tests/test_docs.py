@@ -39,6 +39,7 @@ def test_documented_flags_are_accepted():
         "engine/feature_args.py",
         "models/convert.py",
         "benchmarks/bench_data.py",
+        "benchmarks/bench_model.py",
     )
     for script in scripts:
         known |= set(re.findall(r'"(--[A-Za-z_]+)"', (ROOT / script).read_text()))
