@@ -4,8 +4,8 @@
         --output_dir feats/train --test_num_segment 2 --test_num_crop 3
     torchrun --nproc_per_node=8 run_extract_features.py ...   # one shard file per rank, merged by rank 0
 
-Writes OUTPUT_DIR/features.safetensors (features [N, C] float32, labels [N] int64), index.csv and
-broken.txt; a relaunched run reuses the finished shards.
+Writes OUTPUT_DIR/features.safetensors (features [N, C] float32, [N, T' x C] with --pool temporal;
+labels [N] int64), index.csv and broken.txt; a relaunched run reuses the finished shards.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def extract(args, env: DistEnv, data_path: str, output_dir: str) -> dict:
     result = extract_features(
         model, dataset, output_dir, env, settings=clip_settings(args), batch_size=args.batch_size,
         num_workers=args.num_workers, autocast=lambda: autocast_context(env.device, args.precision),
-        shard_size=args.shard_size,
+        shard_size=args.shard_size, pool=args.pool,
     )  # fmt: skip
     if result:
         print(

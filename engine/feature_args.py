@@ -9,11 +9,15 @@ import argparse
 import os
 
 from engine.args import PRECISIONS, UsageError, _writable_dir
+from engine.features import POOLS
 
 POOLING_HELP = (
-    "features: the mean of the last block's tokens over the whole clip, then the classifier's fc_norm "
-    "LayerNorm -- learnt for fine-tuned checkpoints; at its initial weight 1 / bias 0 (a plain LayerNorm) for "
-    "pre-training and distilled checkpoints, whose encoder norm is not used; then averaged over the views"
+    "features (--pool mean): the mean of the last block's tokens over the whole clip, then the classifier's "
+    "fc_norm LayerNorm -- learnt for fine-tuned checkpoints; at its initial weight 1 / bias 0 (a plain "
+    "LayerNorm) for pre-training and distilled checkpoints, whose encoder norm is not used; then averaged over "
+    "the views. --pool temporal: the mean over space of each temporal slice (num_frames / tubelet), each slice "
+    "through the same fc_norm, the slices concatenated in time order ([N, T' x C]): for classes told apart by "
+    "the direction of a motion, which a mean over the whole clip erases"
 )
 
 
@@ -23,6 +27,12 @@ def add_model_and_clip_args(p: argparse.ArgumentParser, list_help: str) -> None:
         "--model", default="vit_base_patch16_224", help="vit_* classifier name of the encoder's size"
     )
     g.add_argument("--nb_classes", type=int, default=None, help="when given, every label must be below it")
+    g.add_argument(
+        "--pool",
+        choices=POOLS,
+        default="mean",
+        help="mean: over all tokens [N, C]; temporal: over space per temporal slice, concatenated [N, T' x C]",
+    )
     g.add_argument(
         "--finetune",
         default="",
@@ -105,7 +115,7 @@ def clip_settings(args: argparse.Namespace) -> dict:
         st = os.stat(target)
         stamp = (os.path.abspath(weights), st.st_size, st.st_mtime_ns)
     keys = ("model", "num_frames", "sampling_rate", "input_size", "short_side_size", "test_num_segment",
-            "test_num_crop", "precision", "shard_size")  # fmt: skip
+            "test_num_crop", "precision", "shard_size", "pool")  # fmt: skip
     return {
         "weights": stamp,
         "seed": args.seed if not weights else None,

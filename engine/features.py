@@ -33,6 +33,25 @@ from engine.loop import video_to_device
 
 logger = logging.getLogger("features")
 FEATURES_FILE = "features.safetensors"
+POOLS = ("mean", "temporal")
+
+
+def pool_features(model: nn.Module, video: Tensor, pool: str = "mean") -> Tensor:
+    """[B, 3, T, H, W] -> pooled features: ``mean`` [B, C] or ``temporal`` [B, T' * C].
+
+    ``mean`` is the classifier's own pooling (`VisionTransformer.forward_features`). ``temporal``
+    averages the tokens over space only, once per temporal slice (T' = frames / tubelet), applies
+    the same ``fc_norm`` to each slice and concatenates the slices in time order: a clip-wide mean
+    cannot tell "up" from "down", the slices' order can.
+    """
+    if pool == "mean":
+        return model.forward_features(video)
+    tokens = model.forward_tokens(video).features  # [B, N, C], N = T' * H' * W' in time-major order
+    slices = model.patch_embed.grid_size[0]
+    b, n, c = tokens.shape
+    per_slice = tokens.reshape(b, slices, n // slices, c).mean(2)  # [B, T', C]
+    norm = model.fc_norm if model.fc_norm is not None else model.norm
+    return norm(per_slice).flatten(1)  # [B, T' * C]
 
 
 def fingerprint(dataset: VideoClsEvalDataset, settings: dict) -> str:
@@ -78,7 +97,14 @@ def _claim_folder(folder: Path, key: str, env: DistEnv) -> None:
 
 
 def _extract_shard(
-    model: nn.Module, dataset: VideoClsEvalDataset, videos: range, loader_kwargs: dict, device, autocast, bar
+    model: nn.Module,
+    dataset: VideoClsEvalDataset,
+    videos: range,
+    loader_kwargs: dict,
+    device,
+    autocast,
+    bar,
+    pool: str,
 ) -> dict[str, Tensor]:
     """Features of ``videos`` (list indices), each the mean of its readable views' pooled features."""
     views = dataset.num_chunks * dataset.num_crops
@@ -96,7 +122,8 @@ def _extract_shard(
         if not valid.any():
             continue
         with torch.no_grad(), autocast():
-            feats = model.forward_features(video_to_device(batch["video"][valid], device)).float().cpu()
+            video = video_to_device(batch["video"][valid], device)
+            feats = pool_features(model, video, pool).float().cpu()
         if sums is None:
             sums = torch.zeros(len(videos), feats.shape[1], dtype=torch.float64)
         sums.index_add_(0, owner, feats.double())
@@ -104,7 +131,8 @@ def _extract_shard(
     ok = counts > 0
     rows = torch.tensor(list(videos), dtype=torch.long)
     labels = torch.tensor([dataset.records[i].label for i in videos], dtype=torch.long)
-    dim = model.num_features if sums is None else sums.shape[1]
+    width = model.num_features * (model.patch_embed.grid_size[0] if pool == "temporal" else 1)
+    dim = width if sums is None else sums.shape[1]
     features = torch.zeros(0, dim) if sums is None else (sums[ok] / counts[ok, None]).float()
     return {
         "features": features,
@@ -126,6 +154,7 @@ def extract_features(
     num_workers: int,
     autocast: Callable[[], AbstractContextManager],
     shard_size: int = 256,
+    pool: str = "mean",
 ) -> dict:
     """Runs (or resumes) the extraction into ``out_dir``; returns counts on rank 0, {} elsewhere."""
     out = Path(out_dir)
@@ -141,7 +170,7 @@ def extract_features(
     total = sum(len(shards[i]) for i in todo) * views
     with tqdm(total=total, desc="features", unit="view", disable=not env.is_main, dynamic_ncols=True) as bar:
         for i in todo:
-            part = _extract_shard(model, dataset, shards[i], loader_kwargs, env.device, autocast, bar)
+            part = _extract_shard(model, dataset, shards[i], loader_kwargs, env.device, autocast, bar, pool)
             _save_atomic(
                 part,
                 shard_dir / f"shard-{i:05d}.safetensors",

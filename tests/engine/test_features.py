@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from datasets import build_multiview_dataset
 from datasets.collate import collate_batch
-from engine.features import build_feature_encoder
+from engine.features import build_feature_encoder, pool_features
 from engine.loop import video_to_device
 from engine.probe import train_probe
 from tests.engine.conftest import run_script
@@ -70,6 +70,43 @@ def test_features_shapes_index_and_broken_videos(video_list, tmp_path):
     with torch.no_grad():
         want = model.forward_features(video_to_device(batch["video"], torch.device("cpu"))).mean(0)
     torch.testing.assert_close(data["features"][2], want, rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_pool_is_the_per_slice_space_means_in_time_order():
+    torch.manual_seed(0)
+    model, _ = build_feature_encoder("vit_pico_patch8", "", num_frames=8, input_size=32)
+    video = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        got = pool_features(model, video, "temporal")
+        tokens = model.forward_tokens(video).features  # [2, 4 * 16, 32]: 4 slices of 4 x 4 patches
+        want = [model.fc_norm(tokens[:, t * 16 : (t + 1) * 16].mean(1)) for t in range(4)]
+        assert got.shape == (2, 4 * 32)
+        torch.testing.assert_close(got, torch.cat(want, 1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pool_features(model, video, "mean"), model.forward_features(video))
+        # reversing time reverses the slices' order: the direction of a motion survives
+        flipped = pool_features(model, video.flip(2), "temporal").view(2, 4, 32)
+        assert not torch.allclose(flipped, got.view(2, 4, 32), atol=1e-3)
+
+
+def test_extraction_with_temporal_pool_writes_slices(video_list, tmp_path):
+    path, _, lines = video_list
+    out = tmp_path / "feats"
+    _extract(path, out, "--pool", "temporal", "--test_num_segment", "1", "--test_num_crop", "1")
+    data, _ = _read(out)
+    assert data["features"].shape == (len(lines) - 1, 4 * 32)
+    torch.manual_seed(0)
+    model, _ = build_feature_encoder("vit_pico_patch8", "", num_frames=8, input_size=32)
+    ds = build_multiview_dataset(path, num_frames=8, sampling_rate=2, input_size=32, short_side_size=32,
+                                 test_num_segment=1, test_num_crop=1, normalize=False)  # fmt: skip
+    with torch.no_grad():
+        want = pool_features(
+            model, video_to_device(collate_batch([ds[0]])["video"], torch.device("cpu")), "temporal"
+        )
+    torch.testing.assert_close(data["features"][0], want[0], rtol=1e-5, atol=1e-5)
+    # features of another pooling never mix with these shards
+    proc = run_script("run_extract_features.py", [*CLIP, "--data_path", str(path), "--output_dir", str(out),
+                      "--num_workers", "0", "--test_num_segment", "1", "--test_num_crop", "1"])  # fmt: skip
+    assert proc.returncode != 0 and "another extraction" in proc.stderr
 
 
 @pytest.mark.slow
