@@ -102,18 +102,18 @@ def total_batch_size(args: argparse.Namespace, env: DistEnv) -> int:
     return args.batch_size * args.update_freq * env.world_size
 
 
-def scaled_lr(args: argparse.Namespace, env: DistEnv) -> tuple[float, float, float]:
-    """(lr, warmup_lr, min_lr) scaled by the total batch / 256, as the reference scripts do."""
+def scaled_lr(args: argparse.Namespace, env: DistEnv) -> tuple[float, float]:
+    """(lr, min_lr) scaled by the total batch / 256, as the reference scripts do."""
     if args.no_lr_scale:
-        return args.lr, args.warmup_lr, args.min_lr
+        return args.lr, args.min_lr
     factor = total_batch_size(args, env) / 256
-    return args.lr * factor, args.warmup_lr * factor, args.min_lr * factor
+    return args.lr * factor, args.min_lr * factor
 
 
 def build_schedules(args: argparse.Namespace, env: DistEnv, steps_per_epoch: int):
     """Per-optimiser-step lr and wd schedules (the reference's; its warm-up starts at 0, not at the
     scaled --warmup_lr, which the reference computes but never passes on)."""
-    lr, _, min_lr = scaled_lr(args, env)
+    lr, min_lr = scaled_lr(args, env)
     lr_schedule = cosine_scheduler(
         lr, min_lr, args.epochs, steps_per_epoch, args.warmup_epochs, 0.0, args.warmup_steps
     )

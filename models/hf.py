@@ -52,6 +52,10 @@ _HF_BLOCK = re.compile(r"^(?P<stack>encoder\.layer|decoder\.decoder_layers)\.(?P
 _OUR_BLOCK = re.compile(r"^(?P<stack>(?:encoder\.)?blocks|decoder\.blocks)\.(?P<i>\d+)\.(?P<rest>.+)$")
 
 
+# keys named alike in both layouts
+_SAME_NAME = ("fc_norm.", "encoder_to_decoder.", "mask_token", "decoder.norm.", "decoder.head.")
+
+
 def is_hf_layout(state: Mapping[str, Tensor]) -> bool:
     """True for transformers' key names (``embeddings.patch_embeddings`` / ``encoder.layer.``)."""
     return any("embeddings.patch_embeddings." in k or ".layer." in f".{k}" for k in state)
@@ -80,9 +84,7 @@ def from_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out[trunk + "norm." + k.rsplit(".", 1)[1]] = value
         elif k.startswith("classifier."):
             out["head." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith(
-            ("fc_norm.", "encoder_to_decoder.", "mask_token", "decoder.norm.", "decoder.head.")
-        ):
+        elif k.startswith(_SAME_NAME):
             out[k] = value
         elif (m := _HF_BLOCK.match(k)) is not None:
             stack = trunk + "blocks" if m["stack"] == "encoder.layer" else "decoder.blocks"
@@ -135,9 +137,7 @@ def to_hf(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
             out[outer + "layernorm." + k.rsplit(".", 1)[1]] = value
         elif k.startswith("head."):
             out["classifier." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith(
-            ("fc_norm.", "encoder_to_decoder.", "mask_token", "decoder.norm.", "decoder.head.")
-        ):
+        elif k.startswith(_SAME_NAME):
             out[k] = value
         elif (m := _OUR_BLOCK.match(k)) is not None:
             stack = "decoder.decoder_layers" if m["stack"] == "decoder.blocks" else outer + "encoder.layer"
