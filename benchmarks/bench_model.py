@@ -57,6 +57,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
     p.add_argument(
+        "--teacher_precision",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="the distillation teacher's precision (default: --precision), as the entry point's flag",
+    )
+    p.add_argument(
         "--student", default="small", help="the trained ViT: a size (small, base, ...) or a model name"
     )
     p.add_argument("--teacher", default="base", help="the distillation teacher: a size or a model name")
@@ -82,6 +88,26 @@ def parse() -> argparse.Namespace:
         help="the device's dense peak for --precision, for the MFU (default: known GPUs' bf16/fp16 peak)",
     )
     return p.parse_args()
+
+
+def reset_peak_rss() -> bool:
+    """Linux: sets the process's peak RSS (VmHWM) back to its current RSS, so the peak of the timed
+    steps alone can be read (the whole-process peak also holds the model build and checkpoint load)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            line = next(x for x in fh if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return None
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None) -> float | None:
@@ -143,6 +169,7 @@ def entry_argv(b: argparse.Namespace, tmp: Path) -> tuple[str, list[str]]:
         "--num_f",
         str(b.num_f),
     ]
+    extra += ["--teacher_precision", b.teacher_precision] if b.teacher_precision else []
     return "distill", [*argv, *extra, "--drop_path", "0.1"]
 
 
@@ -199,8 +226,8 @@ def main() -> None:
     def timer(epoch: int, done: int, flush) -> None:
         if done in (b.warmup, n):
             sync()
-            if done == b.warmup and device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+            if done == b.warmup:
+                reset_memory_peaks(device)
             marks.append(time.perf_counter())
 
     if b.isolated:
@@ -210,6 +237,15 @@ def main() -> None:
         trainer.train_epoch(0, cfg)
         elapsed = marks[-1] - marks[0]
     report(b, device, args, flops, elapsed, mode, batch)
+
+
+_STEP_RSS = {"reset": False}
+
+
+def reset_memory_peaks(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _STEP_RSS["reset"] = reset_peak_rss()
 
 
 def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argparse.Namespace, sync) -> float:
@@ -229,8 +265,7 @@ def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argpa
     for _ in range(b.warmup):
         step()
     sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_memory_peaks(device)
     start = time.perf_counter()
     for _ in range(b.steps):
         step()
@@ -258,6 +293,7 @@ def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict
         "visible_tokens": int(batch["num_visible"]) if "num_visible" in batch else None,
         "batch_size": b.batch_size,
         "precision": args.precision,
+        "teacher_precision": args.teacher_precision if mode == "distill" else None,
         "attn": b.attn,
         "compile": b.compile,
         "print_freq": b.print_freq,
@@ -270,6 +306,9 @@ def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict
         "mfu": round(flops / sec / (peak_flops * 1e12), 4) if peak_flops else None,
         mem_kind: round(peak, 1),
     }
+    if device.type != "cuda":
+        step_peak = peak_rss_mib() if _STEP_RSS["reset"] else None
+        record["steps_max_rss_MiB"] = round(step_peak, 1) if step_peak is not None else None
     print(json.dumps(record))
 
 
