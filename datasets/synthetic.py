@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .synthetic_scene import SceneRenderer, class_names
+from .synthetic_scene import SCENES, class_names
 
 _CHUNK = 16  # frames rendered at once: bounds memory at large sizes
 
@@ -35,11 +35,12 @@ class _VideoJob:
     height: int
     fps: int
     speed: float
+    scene: str = "object"
 
 
 def _write_video(job: _VideoJob) -> None:
     rng = np.random.default_rng((job.seed, job.class_id, job.index))
-    scene = SceneRenderer(job.class_id, job.num_frames, job.width, job.height, rng, job.speed)
+    scene = SCENES[job.scene](job.class_id, job.num_frames, job.width, job.height, rng, job.speed)
     os.makedirs(os.path.dirname(job.path), exist_ok=True)
     tmp = job.path + ".part"
     with av.open(tmp, "w", format="mp4") as container:
@@ -80,12 +81,15 @@ def make_synthetic_dataset(
     fps: int = 25,
     speed: float = 1.0,
     workers: int | None = None,
+    scene: str = "object",
 ) -> dict[str, object]:
     """Render and encode the data set; returns the list paths and class names.
 
     Args:
         speed: multiplies every motion's rate (see :func:`datasets.synthetic_scene.motion_track`);
             raise it when the clips a model sees cover a small part of each video.
+        scene: ``object`` (a shape moves over a still background) or ``camera`` (the whole view
+            pans / rolls / zooms over a still scene); see :mod:`datasets.synthetic_scene`.
 
     Returns:
         ``{"root", "train", "val", "test", "pretrain", "classes_file": paths, "classes": [names]}``.
@@ -96,6 +100,8 @@ def make_synthetic_dataset(
         raise ValueError("a motion needs at least 2 frames")
     if speed <= 0:
         raise ValueError(f"speed must be positive, got {speed}")
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {sorted(SCENES)}, got {scene!r}")
     names = class_names(num_classes)
     counts = _split_counts(videos_per_class, val_fraction, test_fraction)
     out_dir = os.fspath(out_dir)
@@ -107,7 +113,16 @@ def make_synthetic_dataset(
             split = "train" if index < counts[0] else "val" if index < counts[0] + counts[1] else "test"
             rows[split].append(f"{rel} {class_id}")
             job = _VideoJob(
-                os.path.join(out_dir, rel), class_id, index, seed, num_frames, width, height, fps, speed
+                os.path.join(out_dir, rel),
+                class_id,
+                index,
+                seed,
+                num_frames,
+                width,
+                height,
+                fps,
+                speed,
+                scene,
             )
             jobs.append(job)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -153,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
         "--speed", type=float, default=1.0, help="motion rate multiplier (2: twice the travel per video)"
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument(
+        "--scene", choices=("object", "camera"), default="object",
+        help="object: a shape moves over a still background; camera: the whole view pans / rolls / zooms",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     result = make_synthetic_dataset(
         args.out,
@@ -167,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         fps=args.fps,
         speed=args.speed,
         workers=args.workers,
+        scene=args.scene,
     )
     print(f"wrote {args.num_classes * args.videos_per_class} videos and lists under {result['root']}")
 

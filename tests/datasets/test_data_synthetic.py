@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from datasets import decoding
 from datasets.decoding import open_video
 from datasets.synthetic import main, make_synthetic_dataset
-from datasets.synthetic_scene import MOTIONS, SceneRenderer, class_names, motion_track
+from datasets.synthetic_scene import MOTIONS, SCENES, CameraRenderer, class_names, motion_track
 
 
 def test_layout(synthetic) -> None:
@@ -45,9 +45,11 @@ def test_videos_decode(synthetic, video_path: str, decoder: str) -> None:
     assert frames.float().std() > 20  # real content, not a blank video
 
 
-def test_deterministic_and_independent_of_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_deterministic_and_independent_of_workers(tmp_path: Path, scene: str) -> None:
     # Long and large enough for x264's rate control to matter (its macroblock-tree made runs differ).
-    kwargs = {"num_classes": 2, "videos_per_class": 6, "num_frames": 32, "width": 96, "height": 72, "seed": 7}
+    kwargs = {"num_classes": 2, "videos_per_class": 6, "num_frames": 32, "width": 96, "height": 72, "seed": 7,
+              "scene": scene}  # fmt: skip
     one = make_synthetic_dataset(tmp_path / "a", workers=1, **kwargs)
     two = make_synthetic_dataset(tmp_path / "b", workers=2, **kwargs)
 
@@ -77,6 +79,8 @@ def test_argument_checks(tmp_path: Path) -> None:
         make_synthetic_dataset(tmp_path, videos_per_class=2, val_fraction=0.5, test_fraction=0.5)
     with pytest.raises(ValueError, match="speed"):
         make_synthetic_dataset(tmp_path, speed=0)
+    with pytest.raises(ValueError, match="scene must be one of"):
+        make_synthetic_dataset(tmp_path, scene="studio")
     with pytest.raises(ValueError, match="speed"):
         motion_track(0, 8, 32, 32, np.random.default_rng(0), speed=-1)
 
@@ -191,12 +195,13 @@ def test_quickstart_data_is_learnable_from_motion(tmp_path: Path) -> None:
     assert accuracy > 2.5 / classes, accuracy  # chance is 1 / classes; it reaches ~0.8
 
 
-def test_rendered_first_frames_look_alike_across_classes() -> None:
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_rendered_first_frames_look_alike_across_classes(scene: str) -> None:
     """Mean colour and spread of a first frame have overlapping distributions for every class."""
     per_class = []
     for class_id in range(len(MOTIONS)):
         means = [
-            SceneRenderer(class_id, 16, 64, 48, np.random.default_rng((seed, class_id)))
+            SCENES[scene](class_id, 16, 64, 48, np.random.default_rng((seed, class_id)))
             .frames(0, 1)[0]
             .mean()
             for seed in range(40)
@@ -204,3 +209,43 @@ def test_rendered_first_frames_look_alike_across_classes() -> None:
         per_class.append((np.mean(means), np.std(means)))
     centres, spreads = np.array(per_class).T
     assert np.ptp(centres) < 1.5 * spreads.mean()
+
+
+def _best_shift(a: np.ndarray, b: np.ndarray, reach: int = 6) -> tuple[int, int]:
+    """The whole-pixel (rows, columns) roll of image ``a`` that matches image ``b`` best."""
+    shifts = [(r, c) for r in range(-reach, reach + 1) for c in range(-reach, reach + 1)]
+    errors = [np.abs(np.roll(a, k, axis=(0, 1)).astype(int) - b).mean() for k in shifts]
+    return shifts[int(np.argmin(errors))]
+
+
+def test_camera_scene_moves_the_whole_view_as_the_class_says() -> None:
+    """Pans shift every pixel (content up in "up", down in "down", sideways in "sideways"); a zoom keeps
+    the centre still while the picture changes."""
+    width, height, frames = 64, 48, 16
+    for seed in range(3):
+        for class_id, motion in enumerate(MOTIONS[:5]):
+            video = CameraRenderer(
+                class_id, frames, width, height, np.random.default_rng((seed, class_id)), 2.0
+            )
+            first, last = video.frames(0, 2)  # ~3.6 px of travel apart
+            rows, cols = _best_shift(first, last)
+            if motion == "up":
+                assert rows < 0 and cols == 0, (motion, rows, cols)
+            elif motion == "down":
+                assert rows > 0 and cols == 0, (motion, rows, cols)
+            elif motion == "sideways":
+                assert rows == 0 and cols != 0, (motion, rows, cols)
+            else:  # grow / shrink: a zoom about the centre
+                assert np.abs(first.astype(int) - last).mean() > 5, motion
+                centre = (slice(height // 2 - 1, height // 2 + 1), slice(width // 2 - 1, width // 2 + 1))
+                assert np.abs(first[centre].astype(int) - last[centre]).mean() < 20, motion
+
+
+def test_camera_scene_wraps_without_a_seam() -> None:
+    """The scene is a torus: the step from the last column / row to the first is an ordinary step."""
+    scene = CameraRenderer(0, 2, 96, 72, np.random.default_rng(0)).world.astype(int)
+    for axis in (0, 1):
+        steps = np.abs(np.diff(scene, axis=axis, append=np.take(scene, [0], axis=axis))).mean(
+            axis=(1 - axis, 2)
+        )
+        assert steps[-1] < np.percentile(steps, 95) + 1e-9, axis
