@@ -11,7 +11,8 @@ Stages (each one runs the real entry point in its own process, as a user would):
   7. teacher-vs-student attention visualisation of one test video
 and prints a results table (fine-tune and linear-probe top-1, wall time, peak memory per stage).
 Each stage shows one progress line; the full logs go to <out>/logs. ``--seeds N`` repeats the
-students' stages with N seeds and reports mean ± std.
+students' stages (and the teacher's and a random network's probes) with N seeds and reports
+mean ± std.
 
     python scripts/quickstart.py                 # defaults (the teacher's stage takes about a third of the time)
     python scripts/quickstart.py --seeds 3       # the students' stages three times, mean ± std
@@ -66,7 +67,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--finetune_lr", type=float, default=3e-3)
     p.add_argument("--probe_epochs", type=int, default=90)
-    p.add_argument("--seeds", type=int, default=1, help="repeat the students' stages with seeds 0..N-1")
+    p.add_argument("--seeds", type=int, default=1, help="repeat the students' stages and the probes with seeds 0..N-1")
     cores = os.cpu_count() or 1
     # Two cores: one loader worker and one compute thread beat two of each fighting (~20 % faster).
     p.add_argument("--workers", type=int, default=1 if cores <= 2 else 2, help="DataLoader workers per stage")
@@ -205,17 +206,18 @@ def main() -> None:
     teacher = pretrain("teacher_videomae", "pretrain_videomae_nano_patch8", a.pretrain_epochs, 0,
                        teacher_data, ("--mask_type", "random"))  # fmt: skip
     rows: dict[str, dict[str, list[float]]] = {}
-    rows["teacher (nano, VideoMAE)"] = {
-        "finetune": [],
-        "probe": [probe("teacher", "vit_nano_patch8", teacher, 0)],
-    }
-    rows["random nano (no training)"] = {
-        "finetune": [],
-        "probe": [probe("random_nano", "vit_nano_patch8", "", 0)],
-    }
+    rows["teacher (nano, VideoMAE)"] = {"finetune": [], "probe": []}
+    rows["random nano (no training)"] = {"finetune": [], "probe": []}
     distilled = ""
     for seed in range(a.seeds):
         tag = f"_s{seed}" if a.seeds > 1 else ""
+        # the one teacher probed with each seed; a random nano drawn with each seed
+        rows["teacher (nano, VideoMAE)"]["probe"].append(
+            probe(f"teacher{tag}", "vit_nano_patch8", teacher, seed)
+        )
+        rows["random nano (no training)"]["probe"].append(
+            probe(f"random_nano{tag}", "vit_nano_patch8", "", seed)
+        )
         odir = out / f"student_mmkd{tag}"
         stages.append(run_stage(f"MMKD distillation (pico <- nano){tag}", py + ["run_mmkd_distill.py", *common,
             "--seed", str(seed), "--data_path", str(data / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",

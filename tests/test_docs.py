@@ -40,6 +40,7 @@ def test_documented_flags_are_accepted():
         "models/convert.py",
         "benchmarks/bench_data.py",
         "benchmarks/bench_model.py",
+        "benchmarks/bench_compare.py",
     )
     for script in scripts:
         known |= set(re.findall(r'"(--[A-Za-z_]+)"', (ROOT / script).read_text()))
