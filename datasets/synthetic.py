@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument(
-        "--scene", choices=("object", "camera"), default="object",
+        "--scene", choices=sorted(SCENES), default="object",
         help="object: a shape moves over a still background; camera: the whole view pans / rolls / zooms",
     )  # fmt: skip
     args = parser.parse_args(argv)
