@@ -79,6 +79,9 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument("--use_checkpoint", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--cpu_gemm", choices=("onednn", "blas"), default="onednn", help="as the entry point's flag"
+    )
     p.add_argument("--num_k", type=int, default=10, help="MM top-k (lower it for tiny clips)")
     p.add_argument("--num_f", type=int, default=10, help="hint / relation top-k (lower it for tiny clips)")
     p.add_argument(
@@ -134,6 +137,7 @@ def entry_argv(b: argparse.Namespace, tmp: Path) -> tuple[str, list[str]]:
         "--device", b.device, "--batch_size", str(b.batch_size), "--num_frames", str(b.num_frames),
         "--input_size", str(b.input_size), "--num_workers", "0", "--epochs", "1", "--warmup_epochs", "0",
         "--print_freq", str(b.print_freq), "--attn_impl", b.attn, "--precision", b.precision,
+        "--cpu_gemm", b.cpu_gemm,
     ]  # fmt: skip
     common += ["--use_checkpoint"] * b.use_checkpoint + ["--compile"] * b.compile
     (tmp / "list.csv").write_text("unused.mp4 0\n")
@@ -296,6 +300,7 @@ def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict
         "teacher_precision": args.teacher_precision if mode == "distill" else None,
         "attn": b.attn,
         "compile": b.compile,
+        "cpu_gemm": b.cpu_gemm if device.type == "cpu" else None,
         "print_freq": b.print_freq,
         "steps": b.steps,
         "sec_per_step": round(sec, 4),

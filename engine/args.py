@@ -16,6 +16,7 @@ from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
 from engine.errors import UsageError
 from models.distill import MODES, VALUE_LAYOUTS
+from models.onednn import CPU_GEMMS
 
 __all__ = ["DATA_SETS", "PRECISIONS", "UsageError", "build_parser", "parse", "resolve_precision", "validate"]
 
@@ -55,6 +56,12 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
         choices=COMPILE_MODES,
         default="default",
         help="torch.compile mode (with --compile)",
+    )
+    g.add_argument(
+        "--cpu_gemm",
+        choices=CPU_GEMMS,
+        default="onednn",
+        help="float32 linear layers on a CPU: oneDNN (AVX-512 on AMD CPUs too, where MKL is AVX2) or torch's BLAS",
     )
 
     g = p.add_argument_group("data")

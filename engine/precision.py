@@ -8,9 +8,12 @@ loop is the same for every precision.
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractContextManager
 
 import torch
+
+from models import onednn
 
 __all__ = ["PRECISIONS", "autocast_context", "dtype_of", "make_grad_scaler"]
 
@@ -40,15 +43,24 @@ def autocast_context(device: torch.device | str, precision: str) -> AbstractCont
     """Context for the forward pass: autocast to bf16 / fp16, or autocast *disabled* for fp32.
 
     fp32 disables autocast rather than entering nothing, so that a caller inside another
-    precision's autocast (an fp32 teacher inside a bf16 step) really runs in float32.
+    precision's autocast (an fp32 teacher inside a bf16 step) really runs in float32. On the
+    CPU, fp32 also sends the linear layers to oneDNN (`engine.onednn`, ``--cpu_gemm``).
 
     Raises:
         ValueError: unknown precision, or fp16 on a non-CUDA device.
     """
     device = _check(device, precision)
     if precision == "fp32":
+        if device.type == "cpu" and onednn.enabled():
+            return _fp32_cpu()
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=dtype_of(precision))
+
+
+@contextlib.contextmanager
+def _fp32_cpu():
+    with torch.autocast(device_type="cpu", enabled=False), onednn.cpu_linear():
+        yield
 
 
 def make_grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:

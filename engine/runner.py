@@ -36,12 +36,14 @@ from engine.loop import EpochState, StepConfig, steps_in_epoch, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.precision import autocast_context, make_grad_scaler
 from engine.samplers import TrainSampler, VideoShardSampler
+from models import onednn
 from models.registry import model_args_of
 
 
 def setup(args: argparse.Namespace) -> DistEnv:
     """Process group, device, seeds (seed + rank), deterministic mode, stop-signal handlers."""
     preempt.install(getattr(args, "preempt_signal", "none"), getattr(args, "requeue", False))
+    onednn.set_enabled(getattr(args, "cpu_gemm", "onednn") == "onednn")
     env = init_distributed(args.device, args.dist_url)
     seed = args.seed + env.rank
     random.seed(seed)

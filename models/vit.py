@@ -23,6 +23,8 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from models import onednn
+
 ATTN_IMPLS = ("sdpa", "eager")
 
 
@@ -210,7 +212,7 @@ def _run_blocks(
     for i, blk in enumerate(blocks):
         want = attn_from_last and i == last
         if use_checkpoint and torch.is_grad_enabled():
-            x, extras_i = checkpoint(blk, x, want, use_reentrant=False)
+            x, extras_i = checkpoint(blk, x, want, use_reentrant=False, context_fn=onednn.checkpoint_contexts)
         else:
             x, extras_i = blk(x, want)
         if want:
