@@ -84,6 +84,9 @@ def compare(a: list[str], b: list[str], rounds: int) -> dict:
         "speedup_b_over_a": spread([x / y for x, y in zip(sec["a"], sec["b"])]),
         "a_peak_MiB": [memory(r) for r in runs["a"]],
         "b_peak_MiB": [memory(r) for r in runs["b"]],
+        # bench_model's peak of the timed steps alone (the process peak also holds the build)
+        "a_steps_peak_MiB": [r.get("steps_max_rss_MiB") for r in runs["a"]],
+        "b_steps_peak_MiB": [r.get("steps_max_rss_MiB") for r in runs["b"]],
     }
 
 

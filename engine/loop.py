@@ -268,6 +268,9 @@ def train_one_epoch(
             )
         if log_now:
             flush(lr, wd, data_wait)
+        # the step's loss graph, held until the next forward returns, kept ~20 MiB live through it at
+        # the paper's configuration on a CPU (the steps' peak RSS then matched the bare step's)
+        del losses, loss_backward
         t_end = time.perf_counter()
     flush(lr, wd, data_wait)  # the epoch's last terms (a no-op when just flushed)
     meters.synchronize_between_processes()

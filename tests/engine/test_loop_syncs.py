@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import numpy as np
 import pytest
@@ -70,3 +71,23 @@ def test_host_reads_happen_only_at_log_lines(monkeypatch, clip_grad):
 def test_a_nan_term_is_still_caught_and_named():
     with pytest.raises(NonFiniteLossError, match=r"term=nan"):
         _run(_Task(nan_from=5), steps=12, print_freq=100)
+
+
+def test_a_steps_outputs_are_released_before_the_next_forward():
+    """The loop keeps no step's outputs (and so no loss graph) alive into the next step's forward."""
+
+    class _Watched(_Task):
+        def __init__(self):
+            super().__init__()
+            self.previous, self.alive_at_forward = None, []
+
+        def forward(self, batch):
+            if self.previous is not None:
+                self.alive_at_forward.append(self.previous() is not None)
+            out = super().forward(batch)
+            self.previous = weakref.ref(out["loss"])
+            return out
+
+    task = _Watched()
+    _run(task, steps=6, print_freq=4)
+    assert task.alive_at_forward == [False] * 5
