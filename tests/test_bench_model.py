@@ -38,3 +38,10 @@ def test_the_steps_peak_is_read_apart_from_the_whole_process_peak():
     # the whole-process peak also holds the build and the checkpoint load; the steps' peak is within it
     # (the two are read a moment apart, from two kernel counters: 1 % slack)
     assert 0 < record["steps_max_rss_MiB"] <= 1.01 * record["process_max_rss_MiB"]
+
+
+def test_the_cpu_gemm_flag_reaches_the_entry_point_and_the_record():
+    record = _bench("--cpu_gemm", "blas")
+    assert record["cpu_gemm"] == "blas" and record["gflop_per_step"] > 0
+    # the FLOP count is the same whichever kernels run it (the oneDNN op has its own formula)
+    assert _bench()["gflop_per_step"] == record["gflop_per_step"]
