@@ -44,7 +44,7 @@ def autocast_context(device: torch.device | str, precision: str) -> AbstractCont
 
     fp32 disables autocast rather than entering nothing, so that a caller inside another
     precision's autocast (an fp32 teacher inside a bf16 step) really runs in float32. On the
-    CPU, fp32 also sends the linear layers to oneDNN (`engine.onednn`, ``--cpu_gemm``).
+    CPU, fp32 also sends the linear layers to oneDNN (`models.onednn`, ``--cpu_gemm``).
 
     Raises:
         ValueError: unknown precision, or fp16 on a non-CUDA device.
