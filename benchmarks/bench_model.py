@@ -43,6 +43,7 @@ from engine import args as cli_args  # noqa: E402
 from engine.loop import to_device  # noqa: E402
 from engine.precision import autocast_context  # noqa: E402
 from engine.runner import Trainer, setup  # noqa: E402
+from models.onednn import CPU_GEMMS  # noqa: E402
 
 # dense (no sparsity) bf16 / fp16 tensor-core peaks in TFLOP/s, from the vendors' data sheets
 PEAK_TFLOPS_16BIT = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100": 756.0, "A100": 312.0, "L40S": 362.1}
@@ -79,9 +80,7 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument("--use_checkpoint", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument(
-        "--cpu_gemm", choices=("onednn", "blas"), default="onednn", help="as the entry point's flag"
-    )
+    p.add_argument("--cpu_gemm", choices=CPU_GEMMS, default="onednn", help="as the entry point's flag")
     p.add_argument("--num_k", type=int, default=10, help="MM top-k (lower it for tiny clips)")
     p.add_argument("--num_f", type=int, default=10, help="hint / relation top-k (lower it for tiny clips)")
     p.add_argument(
