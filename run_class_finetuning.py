@@ -46,8 +46,8 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
     """The splits this run needs: train (unless --eval/--test), val (unless --test or
     --disable_eval_during_finetuning), test (unless --eval).
 
-    Clips stay uint8 in every split: they are normalised per batch on the device, and random
-    erasing (``--reprob``) runs there too, in `FinetuneTask`.
+    Clips stay uint8 in every split: they are normalised per batch on the device (by `FinetuneTask`
+    for training, which also runs random erasing, ``--reprob``, there; by the eval loops otherwise).
     """
     data = dict(
         data_path=args.data_path,

@@ -8,8 +8,8 @@ decode + multi-scale crop + normalise + mask through a DataLoader with 1 and N w
   stack, PIL-array -> float tensor, per-channel normalise, numpy tube mask);
 - ``ours_<decoder>``: :func:`datasets.build_pretraining_dataset` with that decoder, as the engine
   runs it: workers return uint8 clips and the main process normalises each batch
-  (:func:`datasets.normalize_video`; on a GPU the training loop does this on the device), timed here
-  on the CPU inside the measured loop.
+  (:func:`datasets.normalize_video`; in training the task does this on the device, distillation only
+  for the visible tubelets), timed here on the CPU inside the measured loop.
 
 Prints ONE JSON line: clips/s per pipeline and worker count, ``in_process_ms`` per clip without a
 DataLoader (one core doing everything, normalisation included), ``cpu_ms`` (CPU time per clip of

@@ -1,10 +1,10 @@
 """Throughput, peak memory and MFU of a training step at the paper's configuration, through the trainer.
 
 By default the step is the one users run: the entry point's own ``build_task`` (from its own argument
-parser), the real `engine.runner.Trainer` and its loop (`train_one_epoch`: uint8 clips normalised on
-the device, the schedules, logging every ``--print_freq`` steps, the fused AdamW), fed with synthetic
+parser), the real `engine.runner.Trainer` and its loop (`train_one_epoch`: uint8 clips moved to
+the device, where the task normalises them, the schedules, logging every ``--print_freq`` steps, the fused AdamW), fed with synthetic
 in-memory batches shaped as ``collate_batch`` ships them. ``--isolated`` times the bare distillation
-step instead (forward, backward, optimiser step; no loop), so the loop's overhead can be read off.
+step instead (forward, backward, optimiser step on the same uint8 batch; no loop), so the loop's overhead can be read off.
 
     python benchmarks/bench_model.py --device cpu --batch_size 2                  # MMKD, ViT-S <- ViT-B
     python benchmarks/bench_model.py --task pretrain --device cpu --batch_size 2  # VideoMAE, same ViT-S

@@ -41,7 +41,8 @@ def build_pretraining_dataset(
 
     Items: ``{"video": float32 [3, T, S, S], "mask": bool [N], "n_bad": int}`` with T = num_frames,
     S = input_size, N = (T / tubelet_size) · (S / patch_size)². ``normalize=False``: ``video`` is
-    the uint8 clip; normalise batches with :func:`datasets.normalize_video` (on the GPU).
+    the uint8 clip, which the training tasks normalise on the device (:mod:`engine.tasks`;
+    distillation only the visible tubelets).
     """
     if num_frames % tubelet_size or input_size % patch_size:
         raise ValueError(

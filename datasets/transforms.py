@@ -1,9 +1,10 @@
 """Clip transforms on uint8 video tensors (one set of random parameters per clip).
 
 Decoders return ``[T, H, W, 3]`` uint8; every pipeline here returns ``[3, T, H, W]``: ImageNet-
-normalised float32 by default, or, with ``normalize=False``, the uint8 clip, which a training loop
-normalises per batch on its device with :func:`normalize_video` (4x less data between DataLoader
-workers and the trainer, and the float work moves to the GPU). Crops and resizes run once on the
+normalised float32 by default, or, with ``normalize=False``, the uint8 clip, which the training task
+normalises on its device with :func:`normalize_video` (4x less data between DataLoader workers and
+the trainer, the float work moves to the GPU, and distillation's patch embedding normalises only
+the visible tubelets). Crops and resizes run once on the
 whole ``[T, 3, H, W]`` uint8 clip (channels-last memory, which torchvision's antialiased uint8
 resize handles fastest), and the float conversion happens once, at the end, on the small output.
 """
@@ -15,14 +16,11 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
+# the normalisation is the models' (their input), defined once there
+from models.targets import _SCALE, _SHIFT, IMAGENET_MEAN, IMAGENET_STD, normalize_video  # noqa: F401
+
 from .crops import CropBox, random_resized_crop_box, sample_multi_scale_crop, three_crop_box
 from .rand_augment import RandAugmentConfig, VideoRandAugment
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# (x / 255 - mean) / std  ==  x * _SCALE + _SHIFT, per channel, shaped for [3, T, H, W].
-_SCALE = (1.0 / (255.0 * torch.tensor(IMAGENET_STD))).view(3, 1, 1, 1)
-_SHIFT = (-torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)).view(3, 1, 1, 1)
 
 
 def channels_first(frames: torch.Tensor) -> torch.Tensor:
@@ -46,18 +44,6 @@ def normalize(video: torch.Tensor) -> torch.Tensor:
     """uint8 ``[T, 3, H, W]`` -> ImageNet-normalised float32 ``[3, T, H, W]`` (contiguous)."""
     out = video.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
     return out.mul_(_SCALE).add_(_SHIFT)
-
-
-def normalize_video(video: torch.Tensor) -> torch.Tensor:
-    """uint8 clips ``[..., 3, T, H, W]`` (e.g. a batch, any strides) -> contiguous ImageNet-normalised
-    float32, on their device.
-
-    Gives the same values as the transforms' own normalisation (``normalize=True``).
-    """
-    if video.dtype != torch.uint8 or video.dim() < 4 or video.shape[-4] != 3:
-        raise ValueError(f"expected uint8 clips [..., 3, T, H, W], got {video.dtype} {tuple(video.shape)}")
-    scale, shift = _SCALE.to(video.device), _SHIFT.to(video.device)
-    return video.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
 
 def output_clip(video: torch.Tensor, normalize_clip: bool) -> torch.Tensor:

@@ -189,5 +189,5 @@ def build_masked_clips(args: argparse.Namespace, model: PretrainVisionTransforme
         decoder=args.decoder,
         max_bad_fraction=args.max_bad_fraction,
         seed=args.seed,
-        normalize=False,  # uint8 clips; the loop normalises each batch on the device
+        normalize=False,  # uint8 clips; the task normalises them on the device (engine.tasks)
     )

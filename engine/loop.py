@@ -73,10 +73,9 @@ def video_to_device(video: Tensor, device: torch.device) -> Tensor:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if "video" in batch:
-        out["video"] = video_to_device(batch["video"], device)
-    return out
+    """A training batch's tensors to ``device``, clips as shipped: the task normalises what it uses
+    (`engine.tasks`; distillation only the visible tubelets)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _grad_norm(params: Iterable[Tensor]) -> Tensor:

@@ -1,5 +1,9 @@
 """Training tasks: what one step computes. Each `forward(batch)` returns {"loss": total, <term>: ...}.
 
+A task gets the batch as the data sets ship it, on the device: uint8 clips (or already normalised
+float ones) are ImageNet-normalised by the task, where it needs them. Distillation needs no float copy
+of the whole clip: both encoders' patch embeddings normalise only the visible tubelets they gather.
+
 The task is the one module that is trained, wrapped in DDP / DeepSpeed and saved; a distillation
 teacher is held outside its parameters (frozen, eval mode, never wrapped, never saved).
 """
@@ -18,7 +22,12 @@ from engine.optim import param_groups
 from engine.precision import autocast_context
 from models import PretrainVisionTransformer, VisionTransformer
 from models.distill import MMKDLoss
-from models.targets import pixel_target
+from models.targets import normalize_video, pixel_target
+
+
+def normalized(video: Tensor) -> Tensor:
+    """uint8 clips -> ImageNet-normalised float32; float clips (already normalised) as they are."""
+    return normalize_video(video) if video.dtype == torch.uint8 else video
 
 
 def upcast(t: Tensor) -> Tensor:
@@ -35,7 +44,7 @@ class PretrainTask(nn.Module):
         self.normalize_target = normalize_target
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        video, mask = batch["video"], batch["mask"]
+        video, mask = normalized(batch["video"]), batch["mask"]  # the target needs every pixel
         with torch.no_grad():
             target = pixel_target(
                 upcast(video), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
@@ -100,7 +109,7 @@ class DistillTask(nn.Module):
         return autocast_context(device, self.teacher_precision)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        video, mask = batch["video"], batch["mask"]
+        video, mask = batch["video"], batch["mask"]  # uint8 clips stay uint8 (see the module docstring)
         need_attn, num_visible = self.heads.needs_attention, batch.get("num_visible")
         # through __call__ (forward = encode for encoder-only models), so that --compile applies
         with torch.no_grad(), self._teacher_context(video.device):
@@ -182,7 +191,7 @@ class FinetuneTask(nn.Module):
             self.criterion = nn.CrossEntropyLoss()
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        video, label = batch["video"], batch["label"]
+        video, label = normalized(batch["video"]), batch["label"]
         if self.training and self.erasing is not None:
             video = erase_clips(video, self.erasing)
         if self.training and self.mixup_fn is not None:

@@ -1,4 +1,5 @@
-"""VideoMAE's reconstruction target: per-tube normalised pixels of the masked tokens (spec §3)."""
+"""The models' pixels: ImageNet normalisation of uint8 clips, and VideoMAE's reconstruction target
+(per-tube normalised pixels of the masked tokens, spec §3)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# (x / 255 - mean) / std  ==  x * _SCALE + _SHIFT, per channel, shaped for [..., 3, T, H, W]
+_SCALE = (1.0 / (255.0 * torch.tensor(IMAGENET_STD))).view(3, 1, 1, 1)
+_SHIFT = (-torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)).view(3, 1, 1, 1)
+
+
+def normalize_video(video: Tensor) -> Tensor:
+    """uint8 pixels ``[..., 3, t, h, w]`` (clips, a batch, gathered tubelets; any strides) ->
+    contiguous ImageNet-normalised float32, on their device.
+
+    Elementwise (one multiply, one add per pixel, each rounded once), so normalising a clip and then
+    cutting pieces out of it gives exactly the values of cutting the uint8 pieces and normalising
+    those: the patch embedding uses that to normalise only the visible tubelets.
+    """
+    if video.dtype != torch.uint8 or video.dim() < 4 or video.shape[-4] != 3:
+        raise ValueError(f"expected uint8 clips [..., 3, T, H, W], got {video.dtype} {tuple(video.shape)}")
+    scale, shift = _SCALE.to(video.device), _SHIFT.to(video.device)
+    return video.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
 
 def patchify(video: Tensor, patch_size: int, tubelet_size: int) -> Tensor:

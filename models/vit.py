@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from models import onednn
+from models.targets import normalize_video
 
 ATTN_IMPLS = ("sdpa", "eager")
 
@@ -80,15 +81,20 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"model expects clips of {expected} (frames, height, width), got {(t, h, w)}")
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, 3, T, H, W] -> [B, N, C], time-major; uint8 clips are ImageNet-normalised first."""
         self._check_shape(x)
-        return self.proj(x).flatten(2).transpose(1, 2)  # [B, N, C], time-major
+        if x.dtype == torch.uint8:
+            x = normalize_video(x)
+        return self.proj(x).flatten(2).transpose(1, 2)
 
     def forward_selected(self, x: Tensor, index: Tensor) -> Tensor:
         """Embeds only the tubelets at ``index`` [B, P] (token indices): [B, 3, T, H, W] -> [B, P, C].
 
         The strided Conv3d is a linear map of each tubelet, so gathering the P tubelets first and
         applying the kernel as a matrix gives the tokens of ``forward(x)[b, index[b]]`` (to float
-        rounding) at P / N of the cost: a tube mask of ratio 0.9 embeds a tenth of the clip.
+        rounding) at P / N of the cost: a tube mask of ratio 0.9 embeds a tenth of the clip. A uint8
+        clip (as the data sets ship it) is normalised on the gathered tubelets only, so no float copy
+        of the whole clip is ever made.
         """
         self._check_shape(x)
         b = x.shape[0]
@@ -100,8 +106,10 @@ class PatchEmbed(nn.Module):
         ti, rest = index.div(hh * ww, rounding_mode="floor"), index.remainder(hh * ww)
         hi, wi = rest.div(ww, rounding_mode="floor"), rest.remainder(ww)
         rows = torch.arange(b, device=x.device)[:, None]
-        patches = tubes[rows, ti, hi, wi].flatten(2)  # [B, P, C*t*p*p], the kernel's (c, t, y, x) order
-        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
+        patches = tubes[rows, ti, hi, wi]  # [B, P, C, t, p, p], the kernel's (c, t, y, x) order
+        if patches.dtype == torch.uint8:  # the same values as normalising the whole clip first
+            patches = normalize_video(patches)
+        return F.linear(patches.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
 class Attention(nn.Module):
