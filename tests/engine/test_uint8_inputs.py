@@ -176,3 +176,27 @@ def test_eval_loops_give_the_same_results_from_uint8_and_float_clips(videos: Pat
         return predict_views(model, loader, torch.device("cpu"), contextlib.nullcontext)
 
     assert results(False) == results(True)
+
+
+class _Copies(TorchDispatchMode):
+    """Records (source device, non_blocking) of every copy onto another device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and "device" in kwargs:
+            self.seen.append((args[0].device.type, kwargs["device"].type, bool(kwargs.get("non_blocking"))))
+        return func(*args, **kwargs)
+
+
+def test_normalising_on_an_accelerator_copies_the_constants_without_blocking() -> None:
+    """A blocking copy from host memory makes the host wait for the GPU: one sync per call, twice per
+    distillation step (both encoders). On the meta device the copies can be seen without a GPU."""
+    video = torch.empty(2, 8, 3, 2, 8, 8, dtype=torch.uint8, device="meta")  # gathered tubelets
+    with _Copies() as copies:
+        out = normalize_video(video)
+    assert out.dtype == torch.float32 and out.device.type == "meta"
+    assert copies.seen == [("cpu", "meta", True), ("cpu", "meta", True)]
