@@ -12,11 +12,16 @@ step instead (forward, backward, optimiser step on the same uint8 batch; no loop
 
 Prints one JSON line (``"step": "trainer"`` or ``"isolated"``), with the step's FLOPs (torch's FLOP
 counter, forward + backward) and, on a GPU with a known 16-bit peak (or --peak_tflops), the MFU.
+
+``--count_syncs`` times nothing: it counts the host synchronisations of every step through the
+trainer (on CUDA torch's sync debug mode, elsewhere the host reads and the ops that synchronise
+on a GPU) and exits 1 if a step other than the one after a log line has any.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,9 +29,11 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +90,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cpu_gemm", choices=CPU_GEMMS, default="onednn", help="as the entry point's flag")
     p.add_argument("--num_k", type=int, default=10, help="MM top-k (lower it for tiny clips)")
     p.add_argument("--num_f", type=int, default=10, help="hint / relation top-k (lower it for tiny clips)")
+    p.add_argument(
+        "--count_syncs",
+        action="store_true",
+        help="count each step's host synchronisations instead of timing (exit 1 on one between log lines)",
+    )
     p.add_argument(
         "--peak_tflops",
         type=float,
@@ -223,6 +235,8 @@ def main() -> None:
     n = b.warmup + b.steps
     trainer = Trainer(args, env, task, [batch] * n)
     flops = step_flops(trainer.task, batch, device, args.precision)
+    if b.count_syncs:
+        sys.exit(count_syncs(trainer, b, device, mode, n))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     marks: list[float] = []
 
@@ -274,6 +288,94 @@ def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argpa
         step()
     sync()
     return time.perf_counter() - start
+
+
+class _GpuSyncingOps(TorchDispatchMode):
+    """Off CUDA: the ops that would make the host wait for a GPU (reading a value back, and the ops
+    whose output size depends on the data), counted into ``seen``."""
+
+    SHAPE_FROM_DATA = ("aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::unique_dim",
+                       "aten::unique_consecutive", "aten::equal", "aten::is_nonzero")  # fmt: skip
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name == "aten::_local_scalar_dense":  # .item(), float(), int(), bool() of a tensor
+            # of a computed value: the batch's integer counters are host tensors on a GPU too
+            if args[0].is_floating_point() or args[0].dtype == torch.bool:
+                self.seen.append(name)
+        elif name in self.SHAPE_FROM_DATA or (
+            name == "aten::index" and any(t is not None and t.dtype == torch.bool for t in args[1])
+        ):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def host_syncs(device: torch.device):
+    """Yields a function that returns how many host synchronisations have happened inside so far."""
+    if device.type == "cuda":
+        previous = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield lambda: sum("synchroniz" in str(w.message) for w in caught)
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+        return
+    seen: list[str] = []
+    tolist = torch.Tensor.tolist  # no dispatch op: counted here
+
+    def counted_tolist(self, *a, **k):
+        if self.is_floating_point() or self.dtype == torch.bool:
+            seen.append("tolist")
+        return tolist(self, *a, **k)
+
+    torch.Tensor.tolist = counted_tolist
+    try:
+        with _GpuSyncingOps(seen):
+            yield lambda: len(seen)
+    finally:
+        torch.Tensor.tolist = tolist
+
+
+def count_syncs(trainer: Trainer, b: argparse.Namespace, device: torch.device, mode: str, n: int) -> int:
+    """Each step's host syncs through the trainer; 1 if any step not right after a log line has one.
+
+    Step i's count holds the syncs between the ends of steps i - 1 and i: the log line of step i - 1
+    (the loss terms and the gradient norm read back, every ``--print_freq`` steps) falls in it.
+    """
+    ends: list[int] = []
+    with host_syncs(device) as syncs:
+        (torch.ones((), device=device) * 2).item()  # a known sync: the counter must see it
+        calibrated = syncs()
+        cfg = dataclasses.replace(trainer.step_config(), after_step=lambda *_: ends.append(syncs()))
+        trainer.train_epoch(0, cfg)
+    if calibrated < 1:
+        print(f"bench_model: the sync counter missed a known sync (.item()) on {device}; it cannot check")
+        return 1
+    per_step = [end - start for start, end in zip([calibrated, *ends], ends)]
+    logged = [i % b.print_freq == 0 or i == n - 1 for i in range(n)]
+    unexpected = [i for i in range(b.warmup, n) if per_step[i] and not (i > 0 and logged[i - 1])]
+    record = {
+        "bench": f"{mode}_host_syncs",
+        "step": "trainer",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "counted": "cuda sync debug mode" if device.type == "cuda" else "host reads, data-dependent shapes",
+        "precision": trainer.args.precision,
+        "print_freq": b.print_freq,
+        "steps": n,
+        "syncs_per_step": per_step,
+        "log_lines": sum(logged[:-1]),  # the last step's log line comes after its end
+        "unexpected_steps": unexpected,
+        "ok": not unexpected,
+    }
+    print(json.dumps(record))
+    return 0 if record["ok"] else 1
 
 
 def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict) -> None:

@@ -15,7 +15,8 @@
 # Checks: each entry point a few steps in bf16 and fp16 (distillation with the teacher in fp32
 # and in bf16), the nccl process group and a DDP step under torchrun, an entry point under torchrun,
 # DeepSpeed ZeRO-1 / ZeRO-2 in bf16 and fp16, --compile, fused SDPA kernels for the layers whose
-# attention is not distilled, and bench_model.py at the paper configuration (batch 32, 64) with MFU.
+# attention is not distilled, no host sync between log lines (each task through the trainer), and
+# bench_model.py at the paper configuration (batch 32, 64) with MFU.
 # On the CPU: fp16 and nccl have no CPU path and are SKIPped; torchrun and DeepSpeed use gloo
 # with 2 processes; the benchmark runs tiny presets.
 set -uo pipefail
@@ -26,7 +27,7 @@ CPU=${CPU:-0}
 for arg in "$@"; do
   case "$arg" in
     --cpu | --dry-run) CPU=1 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --cpu, or see --help)" >&2; exit 2 ;;
   esac
 done
@@ -48,6 +49,7 @@ if [[ $CPU == 1 ]]; then
   BENCH_SIZES=(2)
   BENCH=(--student "$STUDENT" --teacher "$TEACHER" --num_frames 8 --input_size 32 --mask_ratio 0.75
     --num_k 3 --num_f 4 --steps 2 --warmup 1)
+  SYNC_BENCH=("${BENCH[@]}" --batch_size 2 --steps 7 --print_freq 3)
   BENCH_PRECISION=bf16
 else
   DEVICE=cuda
@@ -57,6 +59,7 @@ else
   BATCH=4 WORKERS=4 NPROC=1 STEP_TIMEOUT=150 COMPILE_TIMEOUT=240
   BENCH_SIZES=(32 64)
   BENCH=(--steps 10 --warmup 3)  # the paper configuration: ViT-S <- ViT-B, 16x224x224, tube 0.9
+  SYNC_BENCH=(--batch_size 8 --steps 12 --warmup 2 --print_freq 5)
   BENCH_PRECISION=bf16
 fi
 
@@ -199,6 +202,13 @@ for stage in 1 2; do
     check "$name" "distillation under torchrun" "${TORCHRUN[@]}" "${DISTILL_ARGS[@]}" \
       --enable_deepspeed --zero_stage "$stage" --precision "$prec" $(out "$name")
   done
+done
+
+# ---- host syncs -------------------------------------------------------------------------------
+# each task through the trainer: none between log lines (CUDA: torch's sync debug mode)
+for task in distill pretrain finetune; do
+  check "host_syncs_$task" "no host sync between log lines, $BENCH_PRECISION" "$PY" benchmarks/bench_model.py \
+    --task "$task" --device "$DEVICE" --precision "$BENCH_PRECISION" "${SYNC_BENCH[@]}" --count_syncs
 done
 
 # ---- torch.compile ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ teacher is held outside its parameters (frozen, eval mode, never wrapped, never 
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from engine.precision import autocast_context
 from models import PretrainVisionTransformer, VisionTransformer
 from models.distill import MMKDLoss
 from models.targets import normalize_video, pixel_target
+from models.vit import split_tokens
 
 
 def normalized(video: Tensor) -> Tensor:
@@ -45,9 +47,15 @@ class PretrainTask(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, mask = normalized(batch["video"]), batch["mask"]  # the target needs every pixel
+        _, hidden = split_tokens(mask, batch.get("num_visible"))
         with torch.no_grad():
             target = pixel_target(
-                upcast(video), mask, self.model.patch_size, self.model.tubelet_size, self.normalize_target
+                upcast(video),
+                mask,
+                self.model.patch_size,
+                self.model.tubelet_size,
+                self.normalize_target,
+                hidden=hidden,
             )
         pred = self.model(video, mask, num_visible=batch.get("num_visible"))
         return {"loss": F.mse_loss(pred.to(target.dtype), target)}
@@ -115,11 +123,15 @@ class DistillTask(nn.Module):
         with torch.no_grad(), self._teacher_context(video.device):
             video_t = upcast(video) if self.teacher_precision == "fp32" else video
             out_t = self.teacher(video_t, mask, return_attention=need_attn, num_visible=num_visible)
-        out_s = self.student(video, mask, return_attention=need_attn, num_visible=num_visible)
         # the objectives run in float32 (or float64) whatever the encoders' precision (softmaxes
         # over 1e3 logits); the heads take features of any float dtype (see models.distill.mmkd)
-        with torch.autocast(device_type=video.device.type, enabled=False):
-            return self.heads(_upcast_output(out_s), _upcast_output(out_t), self.num_temporal)
+        no_autocast = partial(torch.autocast, device_type=video.device.type, enabled=False)
+        out_t = _upcast_output(out_t)
+        with no_autocast():  # before the student's forward: on a GPU, no host sync for its count
+            selected = self.heads.select(out_t)
+        out_s = self.student(video, mask, return_attention=need_attn, num_visible=num_visible)
+        with no_autocast():
+            return self.heads(_upcast_output(out_s), out_t, self.num_temporal, selected=selected)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Student and alignment heads in one decay / no-decay pair, as the reference groups them

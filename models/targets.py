@@ -47,21 +47,30 @@ def pixel_target(
     normalize: bool = True,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    hidden: Tensor | None = None,
 ) -> Tensor:
     """ImageNet-normalised clip [B, 3, T, H, W] + mask [B, N] -> target [B, N_mask, tubelet*p*p*3].
 
     Pixels are un-normalised to [0, 1]; with ``normalize`` each tube is standardised per colour
     channel with its unbiased std (+1e-6). Channel is the fastest axis of each flattened tube.
+    ``hidden``: the masked tokens' indices [B, N_mask], ascending (`models.vit.split_tokens`);
+    without them the mask selects them, which on a GPU waits for it (a host sync).
     """
-    # float32 constants, as the reference, so float64 runs see the same values
-    m = torch.tensor(mean, dtype=torch.float32, device=video.device).to(video.dtype)[
-        None, :, None, None, None
-    ]
-    s = torch.tensor(std, dtype=torch.float32, device=video.device).to(video.dtype)[None, :, None, None, None]
+
+    # float32 constants, as the reference, so float64 runs see the same values (made on the host
+    # and copied without blocking: torch.tensor(..., device=cuda) would be a host sync)
+    def constant(values: tuple[float, ...]) -> Tensor:
+        t = torch.tensor(values, dtype=torch.float32).to(video.device, non_blocking=True)
+        return t.to(video.dtype)[None, :, None, None, None]
+
+    m, s = constant(mean), constant(std)
     tubes = patchify(video * s + m, patch_size, tubelet_size)
     if normalize:
         tubes = (tubes - tubes.mean(dim=-2, keepdim=True)) / (
             tubes.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6
         )
     b, n, _, _ = tubes.shape
-    return tubes.reshape(b, n, -1)[mask].reshape(b, -1, tubes.shape[-2] * tubes.shape[-1])
+    tubes = tubes.reshape(b, n, -1)
+    if hidden is not None:  # the same rows as the mask's, in the same order
+        return torch.gather(tubes, 1, hidden[..., None].expand(-1, -1, tubes.shape[-1]))
+    return tubes[mask].reshape(b, -1, tubes.shape[-1])

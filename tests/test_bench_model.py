@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--student", "pico", "--teacher", "nano", "--num_frames", "4", "--input_size", "32", "--mask_ratio", "0.75",
@@ -45,3 +46,40 @@ def test_the_cpu_gemm_flag_reaches_the_entry_point_and_the_record():
     assert record["cpu_gemm"] == "blas" and record["gflop_per_step"] > 0
     # the FLOP count is the same whichever kernels run it (the oneDNN op has its own formula)
     assert _bench()["gflop_per_step"] == record["gflop_per_step"]
+
+
+@pytest.mark.parametrize("task", ["distill", "pretrain", "finetune"])
+def test_no_host_sync_between_log_lines_through_the_trainer(task):
+    """--count_syncs through each entry point's task and the real loop: reads happen only at the log
+    lines (the summed loss terms and the gradient norm), none in the steps between them."""
+    record = _bench("--task", task, "--count_syncs", "--steps", "7", "--print_freq", "3")
+    steps = record["syncs_per_step"]
+    assert record["ok"] and record["unexpected_steps"] == [] and len(steps) == 8
+    assert record["log_lines"] == 3  # micro-batches 0, 3 and 6 (the last one's comes after the count)
+    assert [i for i, n in enumerate(steps) if n] == [1, 4, 7] and all(n <= 3 for n in steps)
+
+
+def _counter():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_model.host_syncs
+
+
+def test_the_cpu_sync_counter_sees_what_would_wait_for_a_gpu():
+    host_syncs = _counter()
+    x, counters = torch.randn(4, 3), torch.tensor([2, 0])
+    with host_syncs(torch.device("cpu")) as syncs:
+        int(counters.sum())  # an integer counter of the batch: a host tensor on a GPU run too
+        x.sum() * 2  # device work only
+        assert syncs() == 0
+        x.sum().item()
+        x.tolist()
+        bool((x > 0).any())
+        x[x > 0]
+        (x > 0).nonzero()
+        x.masked_select(x > 0)
+        assert syncs() == 6
+    assert torch.Tensor.tolist.__name__ == "tolist"  # restored

@@ -13,7 +13,7 @@ CPU_PASS = [
     "environment", "data", "teacher_checkpoint", "sdpa_fused_bf16", "sdpa_fused_fp32", "pretrain_bf16",
     "distill_bf16_teacher_fp32", "distill_bf16_teacher_bf16", "finetune_bf16", "ddp_gloo_2proc",
     "torchrun_distill", "deepspeed_zero1_bf16", "deepspeed_zero2_bf16", "bench_distill_b2",
-    "distill_compile", "finetune_compile",
+    "distill_compile", "finetune_compile", "host_syncs_distill", "host_syncs_pretrain", "host_syncs_finetune",
 ]  # fmt: skip
 CUDA_ONLY = [
     "sdpa_fused_fp16", "pretrain_fp16", "distill_fp16_teacher_fp32", "distill_fp16_teacher_bf16",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -10,7 +11,7 @@ from ..vit import EncoderOutput
 from .global_attn import mm_global_loss
 from .hint import mm_hint_loss
 from .local_attn import VALUE_LAYOUTS, mm_local_loss
-from .relation import mm_relation_loss
+from .relation import mm_relation_loss, start_token_selection
 
 # Which terms each reference ``--distill`` mode computes.
 MODES: dict[str, tuple[str, ...]] = {
@@ -120,8 +121,23 @@ class MMKDLoss(nn.Module):
     def needs_attention(self) -> bool:
         return any(t in self.cfg.terms for t in ("global", "local"))
 
-    def forward(self, out_s: EncoderOutput, out_t: EncoderOutput, num_temporal: int) -> dict[str, Tensor]:
-        """Student / teacher encoder outputs on the same visible tokens -> {"loss", <term>: value}."""
+    def select(self, out_t: EncoderOutput) -> Callable[[], Tensor] | None:
+        """Starts the relation term's token selection from the teacher's output (None without the
+        term); pass it to :meth:`forward` (see `start_token_selection`: no host sync on a GPU when
+        started before the student's forward)."""
+        return start_token_selection(out_t.features, self.cfg.num_f) if "relation" in self.cfg.terms else None
+
+    def forward(
+        self,
+        out_s: EncoderOutput,
+        out_t: EncoderOutput,
+        num_temporal: int,
+        selected: Callable[[], Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Student / teacher encoder outputs on the same visible tokens -> {"loss", <term>: value}.
+
+        ``selected``: :meth:`select` of ``out_t``, when started earlier.
+        """
         c = self.cfg
         terms = c.terms
         losses: dict[str, Tensor] = {}
@@ -129,7 +145,12 @@ class MMKDLoss(nn.Module):
             losses["hint"] = mm_hint_loss(out_s.features, out_t.features, self.align_feature, c.num_f)
         if "relation" in terms:
             losses["relation"] = mm_relation_loss(
-                out_s.features, out_t.features, c.num_f, c.temperature_s, c.temperature_t
+                out_s.features,
+                out_t.features,
+                c.num_f,
+                c.temperature_s,
+                c.temperature_t,
+                selected=selected() if selected is not None else None,
             )
         attn = (out_s.attn_logits, out_t.attn_logits, out_s.values, out_t.values)
         if "global" in terms:

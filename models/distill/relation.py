@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,16 +20,54 @@ def _similarity_logits(x: Tensor, temperature: float) -> Tensor:
     return sim.masked_fill(eye, _DIAGONAL_FILL) / temperature
 
 
+def start_token_selection(f_t: Tensor, num_f: int) -> Callable[[], Tensor]:
+    """Starts selecting the relation's tokens from the teacher's features [B, P, Ct]; returns a
+    function that gives their flat indices [n] into the B * P tokens, in ``f_t[keep]``'s order.
+
+    n is data-dependent (ties at the num_f-th score keep more tokens, as the reference), so the
+    host has to know it; ``f_s[keep]`` would wait for the GPU to finish the student's forward
+    (a host sync per step). Here the count is copied to the host asynchronously as soon as the
+    teacher's features exist: reading it waits only for the teacher's forward, while the GPU
+    runs the student's.
+    """
+    with torch.no_grad():
+        keep = select_tokens(f_t, num_f).flatten()
+        count = keep.sum()
+        # a stable sort puts the selected tokens first, each in its (b, p) order: f_t[keep]'s rows
+        order = keep.to(torch.uint8).argsort(descending=True, stable=True)
+    if not count.is_cuda:
+        return lambda: order[: int(count)]
+    host = torch.empty((), dtype=count.dtype, pin_memory=True)
+    host.copy_(count, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def indices() -> Tensor:
+        copied.synchronize()
+        return order[: int(host)]
+
+    return indices
+
+
 def mm_relation_loss(
-    f_s: Tensor, f_t: Tensor, num_f: int, temperature_s: float, temperature_t: float
+    f_s: Tensor,
+    f_t: Tensor,
+    num_f: int,
+    temperature_s: float,
+    temperature_t: float,
+    selected: Tensor | None = None,
 ) -> Tensor:
     """f_s [B, P, Cs] (raw, not aligned), f_t [B, P, Ct] -> scalar.
 
     The selected tokens of the whole batch (n rows) form one set; KL(teacher || student) between
     the row-wise softmaxes of their cosine-similarity matrices, divided by B * num_f.
+    ``selected``: their flat indices (`start_token_selection`), when already known.
     """
-    keep = select_tokens(f_t, num_f)  # [B, P]
-    log_p_s = F.log_softmax(_similarity_logits(f_s[keep], temperature_s), dim=-1)
+    if selected is None:
+        selected = start_token_selection(f_t, num_f)()
+    rows_s = f_s.flatten(0, 1).index_select(0, selected)  # f_s[keep]
+    log_p_s = F.log_softmax(_similarity_logits(rows_s, temperature_s), dim=-1)
     with torch.no_grad():
-        p_t = F.softmax(_similarity_logits(f_t.detach()[keep], temperature_t), dim=-1)
+        rows_t = f_t.detach().flatten(0, 1).index_select(0, selected)
+        p_t = F.softmax(_similarity_logits(rows_t, temperature_t), dim=-1)
     return F.kl_div(log_p_s, p_t, reduction="sum") / (f_s.shape[0] * num_f)
