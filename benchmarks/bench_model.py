@@ -234,9 +234,9 @@ def main() -> None:
     batch = synthetic_batch(b, task, mode)
     n = b.warmup + b.steps
     trainer = Trainer(args, env, task, [batch] * n)
-    flops = step_flops(trainer.task, batch, device, args.precision)
     if b.count_syncs:
         sys.exit(count_syncs(trainer, b, device, mode, n))
+    flops = step_flops(trainer.task, batch, device, args.precision)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     marks: list[float] = []
 
@@ -290,6 +290,11 @@ def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argpa
     return time.perf_counter() - start
 
 
+def _computed(t: torch.Tensor) -> bool:
+    # a computed value (float / bool), not one of the batch's integer counters (host tensors on a GPU too)
+    return t.is_floating_point() or t.dtype == torch.bool
+
+
 class _GpuSyncingOps(TorchDispatchMode):
     """Off CUDA: the ops that would make the host wait for a GPU (reading a value back, and the ops
     whose output size depends on the data), counted into ``seen``."""
@@ -304,8 +309,7 @@ class _GpuSyncingOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
         if name == "aten::_local_scalar_dense":  # .item(), float(), int(), bool() of a tensor
-            # of a computed value: the batch's integer counters are host tensors on a GPU too
-            if args[0].is_floating_point() or args[0].dtype == torch.bool:
+            if _computed(args[0]):
                 self.seen.append(name)
         elif name in self.SHAPE_FROM_DATA or (
             name == "aten::index" and any(t is not None and t.dtype == torch.bool for t in args[1])
@@ -331,7 +335,7 @@ def host_syncs(device: torch.device):
     tolist = torch.Tensor.tolist  # no dispatch op: counted here
 
     def counted_tolist(self, *a, **k):
-        if self.is_floating_point() or self.dtype == torch.bool:
+        if _computed(self):
             seen.append("tolist")
         return tolist(self, *a, **k)
 

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from datasets import normalize_video
 from engine import preempt
 from engine.distributed import all_reduce_mean, get_world_size
 from engine.logger import MetricLogger, TensorboardLogger
 from engine.optim import apply_schedules
+from models.targets import normalized
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,8 +68,7 @@ class EpochState:
 
 def video_to_device(video: Tensor, device: torch.device) -> Tensor:
     """Clips to ``device``; uint8 clips (what the engine's data sets return) are normalised there."""
-    video = video.to(device, non_blocking=True)
-    return normalize_video(video) if video.dtype == torch.uint8 else video
+    return normalized(video.to(device, non_blocking=True))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -23,13 +23,8 @@ from engine.optim import param_groups
 from engine.precision import autocast_context
 from models import PretrainVisionTransformer, VisionTransformer
 from models.distill import MMKDLoss
-from models.targets import normalize_video, pixel_target
+from models.targets import normalized, pixel_target
 from models.vit import split_tokens
-
-
-def normalized(video: Tensor) -> Tensor:
-    """uint8 clips -> ImageNet-normalised float32; float clips (already normalised) as they are."""
-    return normalize_video(video) if video.dtype == torch.uint8 else video
 
 
 def upcast(t: Tensor) -> Tensor:

@@ -30,6 +30,11 @@ def normalize_video(video: Tensor) -> Tensor:
     return video.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
 
+def normalized(video: Tensor) -> Tensor:
+    """uint8 pixels -> `normalize_video`; float ones (already normalised) as they are."""
+    return normalize_video(video) if video.dtype == torch.uint8 else video
+
+
 def patchify(video: Tensor, patch_size: int, tubelet_size: int) -> Tensor:
     """[B, C, T, H, W] -> [B, N, tubelet*p*p, C], tokens time-major, pixels (dt, dy, dx) row-major."""
     b, c, t, h, w = video.shape

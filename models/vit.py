@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from models import onednn
-from models.targets import normalize_video
+from models.targets import normalized
 
 ATTN_IMPLS = ("sdpa", "eager")
 
@@ -83,9 +83,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """[B, 3, T, H, W] -> [B, N, C], time-major; uint8 clips are ImageNet-normalised first."""
         self._check_shape(x)
-        if x.dtype == torch.uint8:
-            x = normalize_video(x)
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(normalized(x)).flatten(2).transpose(1, 2)
 
     def forward_selected(self, x: Tensor, index: Tensor) -> Tensor:
         """Embeds only the tubelets at ``index`` [B, P] (token indices): [B, 3, T, H, W] -> [B, P, C].
@@ -107,8 +105,7 @@ class PatchEmbed(nn.Module):
         hi, wi = rest.div(ww, rounding_mode="floor"), rest.remainder(ww)
         rows = torch.arange(b, device=x.device)[:, None]
         patches = tubes[rows, ti, hi, wi]  # [B, P, C, t, p, p], the kernel's (c, t, y, x) order
-        if patches.dtype == torch.uint8:  # the same values as normalising the whole clip first
-            patches = normalize_video(patches)
+        patches = normalized(patches)  # uint8: the same values as normalising the whole clip first
         return F.linear(patches.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
