@@ -2,11 +2,13 @@
 
 Accepted containers: ``{"model": sd}``, ``{"module": sd}`` (DeepSpeed) or a bare state dict.
 Files are always read with ``weights_only=True``: a checkpoint that needs arbitrary unpickling
-is refused, never executed.
+is refused, never executed. The one type beyond tensors and containers that is let through is the
+``argparse.Namespace`` the reference's training code stores under ``'args'`` (spec §8).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -23,6 +25,12 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _FINETUNE_DROPPED = ("decoder.", "encoder_to_decoder.", "mask_token", "heads.", "teacher.")
 # Parts of an official pre-training checkpoint the distillation teacher leaves unused (spec §4).
 TEACHER_EXPECTED_UNUSED = ("encoder.norm.", "decoder.", "encoder_to_decoder.", "mask_token")
+# The globals that checkpoints written by the reference's training code pickle besides tensors and
+# containers (spec §8): VideoMAE / MMKD ``utils.save_model`` / ``save_module`` store the run's
+# ``argparse.Namespace`` as ``'args'``, and so may a DeepSpeed client state; everything else in those
+# files (optimizer, GradScaler and DeepSpeed bookkeeping) is plain. A Namespace is rebuilt from the
+# plain values of its ``__dict__`` only, so allowing it keeps the load weights-only.
+REFERENCE_GLOBALS = (argparse.Namespace,)
 
 
 class CheckpointError(RuntimeError):
@@ -61,11 +69,13 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
     """Loads a checkpoint on the CPU with ``weights_only=True``; one-line errors name the file.
 
     Missing, truncated or garbage files, and files that need arbitrary unpickling (refused,
-    never retried with ``weights_only=False``) raise `CheckpointError`.
+    never retried with ``weights_only=False``) raise `CheckpointError`. The reference's
+    ``argparse.Namespace`` (`REFERENCE_GLOBALS`) is allowed and returned as a plain dict.
     """
     path = os.fspath(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with torch.serialization.safe_globals(list(REFERENCE_GLOBALS)):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as exc:
@@ -86,7 +96,34 @@ def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
         ) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
-    return dict(obj)
+    # the reference's 'args' reads like ours (a dict of plain values) from here on
+    return {k: vars(v) if isinstance(v, argparse.Namespace) else v for k, v in obj.items()}
+
+
+# What the reference's and DeepSpeed's checkpoint files hold beside the weights, named for the report.
+_PART_NAMES = {
+    "optimizer": "optimizer",
+    "scaler": "loss scaler",
+    "epoch": "epoch",
+    "args": "args",
+    "model_ema": "model_ema",
+    "Align_feature": "MM-hint alignment head (Align_feature)",
+    "Align_valuesum": "MM-global/local alignment head (Align_valuesum)",
+}
+_DEEPSPEED_KEYS = frozenset(
+    "buffer_names param_shapes frozen_param_shapes shared_params frozen_param_fragments lr_scheduler "
+    "data_sampler random_ltd sparse_tensor_module_names skipped_steps global_steps global_samples "
+    "dp_world_size mp_world_size checkpoint_parallel_dimensions ds_config ds_version".split()
+)
+
+
+def left_out(ckpt: Mapping, used: str | None) -> list[str]:
+    """The parts of checkpoint ``ckpt`` that reading its ``used`` entry leaves out, by name."""
+    if used is None:
+        return []
+    deepspeed = "ds_version" in ckpt  # DeepSpeed's model-states file: its own keys in one word
+    parts = [_PART_NAMES.get(k, k) for k in ckpt if k != used and not (deepspeed and k in _DEEPSPEED_KEYS)]
+    return [*parts, "DeepSpeed bookkeeping"] if deepspeed else parts
 
 
 def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, Tensor]:

@@ -1,6 +1,7 @@
 """`read_state_dict`: model weights in VideoMAE's key layout from any file or folder users have.
 
-Sources: ``.pth`` / ``.pt`` / ``.bin`` checkpoints (``model`` / ``module`` / bare, weights-only),
+Sources: ``.pth`` / ``.pt`` / ``.bin`` checkpoints (``model`` / ``module`` / bare, weights-only; the
+reference's training checkpoints too), DeepSpeed checkpoint folders (``mp_rank_00_model_states.pt``),
 ``.safetensors`` files, and transformers VideoMAE folders (``config.json`` plus ``model.safetensors``,
 ``pytorch_model.bin`` or a sharded ``*.index.json``) of ``VideoMAEForPreTraining``, ``VideoMAEModel``
 or ``VideoMAEForVideoClassification``, in the transformers <= 4 or >= 5 attention layout.
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from . import hf
-from .checkpoint import CheckpointError, extract_state_dict, read_checkpoint
+from .checkpoint import CheckpointError, extract_state_dict, left_out, read_checkpoint
 
 # transformers' weight file names, in the order from_pretrained prefers them
 _HF_WEIGHTS = (
@@ -24,6 +25,8 @@ _HF_WEIGHTS = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+# DeepSpeed's (ZeRO stage 0-2) file of the model weights in a checkpoint tag folder
+DEEPSPEED_MODEL_FILE = "mp_rank_00_model_states.pt"
 
 
 def read_state_dict(
@@ -38,7 +41,9 @@ def read_state_dict(
     ``|``-separated entries that the file holds (e.g. ``model_ema``), else the whole file.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) and deepspeed_model_file(path):
+        state = _read_weights(deepspeed_model_file(path), path, model_key)
+    elif os.path.isdir(path):
         config = read_hf_config(path)
         if model is not None:
             hf.check_config(config, model, path)
@@ -83,11 +88,27 @@ def _read_weights(path: str, source: str, model_key: str | None = None) -> dict[
     if path.endswith(".safetensors"):
         return extract_state_dict(_read_safetensors(path), source)
     ckpt = read_checkpoint(path)
-    for key in (model_key or "").split("|"):
-        if key and key in ckpt:
-            ckpt = {"model": ckpt[key]}
-            break
-    return extract_state_dict(ckpt, source)
+    used = next((k for k in (model_key or "").split("|") if k and k in ckpt), None)
+    if used is None:
+        used = next((k for k in ("model", "module", "state_dict") if k in ckpt), None)
+    state = extract_state_dict({"model": ckpt[used]} if used else ckpt, source)
+    parts = left_out(ckpt, used)
+    if parts:  # e.g. a reference training checkpoint: say what was not taken from it
+        print(f"{source}: read {used!r} ({len(state)} tensors); left out: {', '.join(parts)}")
+    return state
+
+
+def deepspeed_model_file(folder: str) -> str | None:
+    """The model-states file of a DeepSpeed checkpoint folder: a tag folder (``checkpoint-<epoch>/``
+    as the reference's ``--enable_deepspeed`` runs write it) or its parent, through DeepSpeed's
+    ``latest`` file."""
+    tag = folder
+    latest = os.path.join(folder, "latest")
+    if os.path.isfile(latest):
+        with open(latest, encoding="utf-8") as fh:
+            tag = os.path.join(folder, fh.read().strip())
+    path = os.path.join(tag, DEEPSPEED_MODEL_FILE)
+    return path if os.path.isfile(path) else None
 
 
 def _read_safetensors(path: str) -> dict[str, Tensor]:
