@@ -1,8 +1,9 @@
 """Fine-tuning with one-clip validation each epoch and a multi-view test at the end (spec §5, §6).
 
 torchrun --nproc_per_node=8 run_class_finetuning.py --data_path k400/ --finetune ckpt.pth ...
-python run_class_finetuning.py ... --eval    # one-clip validation only
-python run_class_finetuning.py ... --test    # multi-view test only
+python run_class_finetuning.py ... --eval             # the reference's: test --resume / the newest checkpoint
+python run_class_finetuning.py ... --validate_only    # one-clip validation of --finetune only
+python run_class_finetuning.py ... --test             # multi-view test of --finetune only
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engine.loop import evaluate
 from engine.precision import autocast_context
 from engine.runner import Trainer, make_loader, prepare_output, setup
 from engine.tasks import FinetuneTask, clip_erasing
-from engine.testing import multiview_test
+from engine.testing import eval_source, load_for_eval, multiview_test
 
 
 def build_mixup(args, nb_classes: int) -> Mixup | None:
@@ -43,8 +44,9 @@ def build_mixup(args, nb_classes: int) -> Mixup | None:
 
 
 def build_splits(args) -> dict[str, tuple[Dataset, int]]:
-    """The splits this run needs: train (unless --eval/--test), val (unless --test or
-    --disable_eval_during_finetuning), test (unless --eval).
+    """The splits this run needs: train (unless --eval / --test / --validate_only), val (for
+    --validate_only or between training epochs unless --disable_eval_during_finetuning), test
+    (unless --validate_only).
 
     Clips stay uint8 in every split: they are normalised per batch on the device (by `FinetuneTask`
     for training, which also runs random erasing, ``--reprob``, there; by the eval loops otherwise).
@@ -64,7 +66,8 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
         normalize=False,
     )
     splits = {}
-    if not (args.eval or args.test):
+    evaluation_only = args.eval or args.test or args.validate_only
+    if not evaluation_only:
         splits["train"] = build_dataset(
             args.data_set,
             "train",
@@ -72,9 +75,9 @@ def build_splits(args) -> dict[str, tuple[Dataset, int]]:
             auto_augment=None if args.aa.lower() in ("", "none") else args.aa,
             **data,
         )
-    if args.eval or not (args.test or args.disable_eval_during_finetuning):
+    if args.validate_only or not (evaluation_only or args.disable_eval_during_finetuning):
         splits["val"] = build_dataset(args.data_set, "val", **data)
-    if not args.eval:
+    if not args.validate_only:
         splits["test"] = build_dataset(
             args.data_set,
             "test",
@@ -97,6 +100,31 @@ def build_task(args, nb_classes: int, device: torch.device | str = "cpu") -> Fin
         layer_decay=args.layer_decay,
         erasing=clip_erasing(args.reprob, device),
     )
+
+
+def reference_eval(args, env, model, loader, autocast) -> dict:
+    """``--eval`` as in VideoMAE / MMKD (spec §8): the checkpoint ``auto_load_model`` would load,
+    per-rank ``<output_dir>/<rank>.txt`` view files, merged on rank 0, the reference's result line,
+    ``{"Final top-1", "Final Top-5"}`` appended to log.txt; nothing is trained."""
+    source = eval_source(args)
+    if source is None and not args.finetune:
+        raise cli_args.UsageError(
+            "--eval found nothing to test: no --resume, no checkpoint-*.pth in --output_dir and no --finetune"
+        )
+    loaded = load_for_eval(model, source) if source else f"the --finetune weights {args.finetune}"
+    print(f"--eval: the reference's multi-view test of {loaded}, no training (one-clip validation: --validate_only)")
+    out = args.output_dir or "."
+    stats = multiview_test(
+        model, loader, env, out, autocast, args.merge_dedupe, args.print_freq, folder_name=""
+    )
+    if env.is_main:
+        # the reference's line; its N is len(dataset_test), the number of test views, ours the videos
+        print(
+            f"Accuracy of the network on the {stats['num_videos']} test videos: "
+            f"Top-1: {stats['top1']:.2f}%, Top-5: {stats['top5']:.2f}%"
+        )
+        append_json_line(Path(out) / "log.txt", {"Final top-1": stats["top1"], "Final Top-5": stats["top5"]})
+    return {"eval": stats, "source": source or args.finetune}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -126,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["history"] = trainer.fit()
         ema = trainer.ema
     if args.eval:
+        return reference_eval(args, env, model, loaders["test"], autocast)
+    if args.validate_only:
         results["val"] = evaluate(
             model, loaders["val"], env.device, autocast, args.print_freq, reduce=args.dist_eval
         )

@@ -303,8 +303,14 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
             dest="use_mean_pooling",
             help="classify the first token's features",
         )
-        g.add_argument("--eval", action="store_true", help="one-clip validation only")
-        g.add_argument("--test", action="store_true", help="multi-view test only")
+        g.add_argument(
+            "--eval",
+            action="store_true",
+            help="the reference's evaluation: load --resume, else the newest checkpoint in --output_dir, else "
+            "--finetune; multi-view test of the test list (<output_dir>/<rank>.txt), merged; no training",
+        )
+        g.add_argument("--validate_only", action="store_true", help="one-clip validation of --finetune only")
+        g.add_argument("--test", action="store_true", help="multi-view test of --finetune only")
         g.add_argument("--dist_eval", action="store_true", help="shard validation/test over ranks")
         g.add_argument(
             "--disable_eval_during_finetuning", action="store_true", help="no validation after each epoch"
@@ -459,8 +465,15 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
             os.path.isdir(args.data_path),
             f"--data_path {args.data_path!r} is not a folder; give the folder holding train.csv/val.csv/test.csv",
         )
-        needed = ["test.csv"] if args.test else (["val.csv"] if args.eval else ["train.csv", "val.csv"])
-        if args.disable_eval_during_finetuning and not (args.test or args.eval):
+        _check(
+            args.eval + args.test + args.validate_only <= 1,
+            "--eval, --test and --validate_only are different evaluations; pass one of them",
+        )
+        if args.eval or args.test:
+            needed = ["test.csv"]
+        else:
+            needed = ["val.csv"] if args.validate_only else ["train.csv", "val.csv"]
+        if args.disable_eval_during_finetuning and not (args.test or args.eval or args.validate_only):
             needed = ["train.csv"]
         for name in needed:
             _check(

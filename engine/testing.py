@@ -1,13 +1,24 @@
-"""Multi-view testing: every rank writes its views, rank 0 merges them (reference text format)."""
+"""Multi-view testing: every rank writes its views, rank 0 merges them (reference text format);
+and the reference's ``--eval``: which checkpoint it tests, loaded strictly into the classifier."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 from pathlib import Path
 
-from engine.distributed import DistEnv, barrier
+from torch import nn
+
+from engine.args import UsageError
+from engine.checkpoint import CheckpointManager
+from engine.distributed import DistEnv, barrier, broadcast_object
 from engine.loop import predict_views
 from engine.multiview import format_view_line, merge_views, write_rank_file
+from models.checkpoint import CheckpointError
+from models.weights import deepspeed_model_file, read_state_dict
+
+_DEEPSPEED_TAG = re.compile(r"^checkpoint-(\d+)$")  # the reference's --enable_deepspeed checkpoint folders
 
 
 def multiview_test(
@@ -58,3 +69,57 @@ def multiview_test(
         f"multi-view test: top-1 {result.top1:.2f}  top-5 {result.top5:.2f}  over {stats['num_videos']} videos"
     )
     return stats
+
+
+def _epoch_of(path: Path) -> int:
+    return int(path.name.removesuffix(".pth").split("-")[1])
+
+
+def newest_checkpoint(output_dir: str) -> Path | None:
+    """The newest checkpoint in ``output_dir`` as the reference's ``auto_load_model`` finds it:
+    ``checkpoint-<epoch>.pth`` (ours, mid-epoch ones too, and the reference's) or a DeepSpeed tag
+    folder ``checkpoint-<epoch>/``; unreadable files are skipped with a warning."""
+    if not os.path.isdir(output_dir):
+        return None
+    newest = CheckpointManager(output_dir, keep_last=None).latest()
+    for folder in Path(output_dir).iterdir():
+        found = _DEEPSPEED_TAG.match(folder.name)
+        if found and folder.is_dir() and deepspeed_model_file(str(folder)):
+            if newest is None or int(found[1]) > _epoch_of(newest):
+                newest = folder
+    return newest
+
+
+def eval_source(args: argparse.Namespace) -> str | None:
+    """What the reference's ``--eval`` tests (spec §8): ``--resume``, else (``--auto_resume``) the
+    newest checkpoint in ``--output_dir``; None: the ``--finetune`` weights the model was built with.
+    Chosen on rank 0 and broadcast, so every rank tests the same weights."""
+    path = None
+    if args.resume:
+        path = args.resume
+    elif args.auto_resume and args.output_dir:
+        newest = newest_checkpoint(args.output_dir)
+        path = None if newest is None else str(newest)
+    return broadcast_object(path)
+
+
+def load_for_eval(model: nn.Module, source: str) -> str:
+    """Loads a fine-tuned classifier checkpoint (ours, the reference's, DeepSpeed's) strictly, as the
+    reference's ``load_state_dict(checkpoint['model'])``: a missing or extra weight, the head
+    included, is an error rather than a test of random weights. Returns a one-line summary."""
+    try:
+        state = read_state_dict(source, model=model, model_key="model|module")
+    except CheckpointError as err:
+        raise UsageError(f"--eval: {err}") from None
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    misfit = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or misfit:
+        first = (missing or unexpected or misfit)[0]
+        raise UsageError(
+            f"--eval: {source} is not a fine-tuned checkpoint of this classifier ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(misfit)} mis-shaped weights, e.g. {first}); pass --resume with "
+            "a fine-tuning checkpoint of the same --model and --nb_classes"
+        )
+    model.load_state_dict(state, strict=True)
+    return f"{len(state)} tensors from {source}"

@@ -76,7 +76,7 @@ def test_finetune_train_eval_test_from_distilled_student(videos, teacher_ckpt, t
     proc = _ok(
         run_script(
             "run_class_finetuning.py",
-            finetune_argv(videos, tmp_path / "ev", "--eval", "--finetune", str(out / "checkpoint-0.pth")),
+            finetune_argv(videos, tmp_path / "ev", "--validate_only", "--finetune", str(out / "checkpoint-0.pth")),
         )
     )
     assert "validation: top-1" in proc.stdout
