@@ -10,7 +10,8 @@ Stages (each one runs the real entry point in its own process, as a user would):
   6. linear probes on frozen features of the teacher, the three students and random networks
   7. teacher-vs-student attention visualisation of one test video
 and prints a results table (fine-tune and linear-probe top-1, wall time, peak memory per stage).
-Each stage shows one progress line; the full logs go to <out>/logs. ``--seeds N`` repeats the
+Each stage shows one progress line (live on a terminal, printed once the stage ends elsewhere); the
+full logs go to <out>/logs. ``--seeds N`` repeats the
 students' stages (and the teacher's and a random network's probes) with N seeds and reports
 mean ± std.
 
@@ -97,8 +98,11 @@ _EPOCH = re.compile(r"Epoch \[(\d+)\]")
 
 
 def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
-    """Runs one entry point as a child process: one progress line here, the whole output in ``log``."""
-    print(f"{name:58s}", end="", flush=True)
+    """Runs one entry point as a child process, the whole output in ``log``. On a terminal one live
+    progress line (rewritten per epoch); elsewhere (a log file, CI, ``tee``) one line when it ends."""
+    live = sys.stdout.isatty()
+    if live:
+        print(f"{name:58s}", end="", flush=True)
     start = time.perf_counter()
     shown = ""
     with open(log, "w") as fh:
@@ -109,11 +113,12 @@ def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
             found = _EPOCH.search(line)
             if found and epochs:
                 shown = f"epoch {int(found.group(1)) + 1}/{epochs}"
-                print(f"\r{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", end="", flush=True)
+                if live:
+                    print(f"\r{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", end="", flush=True)
             elif "error" in line:
-                print(f"\n  {line.rstrip()[:160]}", flush=True)
+                print(f"\n  {line.rstrip()[:160]}" if live else f"{name}: {line.rstrip()[:160]}", flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
-    print(f"\r{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", flush=True)
+    print(f"{chr(13) if live else ''}{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", flush=True)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"quickstart: stage '{name}' failed; see {log}")
     return Stage(name, time.perf_counter() - start, usage.ru_maxrss / 1024)
