@@ -136,3 +136,21 @@ def test_validate_only_is_the_one_clip_validation(trained, videos, tmp_path):
     )
     assert "validation: top-1" in proc.stdout and not _LINE.search(proc.stdout)
     assert not (tmp_path / "v" / "0.txt").exists()
+
+
+@pytest.mark.slow
+def test_eval_on_two_ranks_writes_a_file_per_rank_and_merges_to_the_one_rank_figures(trained, videos, tmp_path):
+    out, final = trained
+    ckpt = out / "checkpoint-0.pth"
+    proc = _ok(
+        run_script(
+            "run_class_finetuning.py",
+            finetune_argv(videos, tmp_path / "two", "--eval", "--resume", str(ckpt), "--dist_eval"),
+            torchrun=2,
+        )
+    )
+    found = _LINE.findall(proc.stdout)
+    assert len(found) == 1  # rank 0 alone prints the result
+    assert float(found[0][0]) == pytest.approx(final["top1"], abs=0.006)
+    views = [(tmp_path / "two" / f"{r}.txt").read_text().splitlines()[1:] for r in (0, 1)]
+    assert all(views) and sum(map(len, views)) == 3 * 2 * 2
