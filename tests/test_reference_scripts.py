@@ -63,9 +63,10 @@ _UCF_FT = (
     "--weight_decay 0.05 --epochs {epochs} --test_num_segment 5 --test_num_crop 3 --fc_drop_rate 0.5 "
     "--drop_path 0.2 --use_checkpoint --dist_eval --enable_deepspeed"
 )
-_K = "scripts/kinetics/videomae_vit_{}_patch16_224_tubemasking_ratio_0.9_epoch_{}/"
-_S = "scripts/ssv2/videomae_vit_{}_patch16_224_tubemasking_ratio_0.9_epoch_{}/"
-_U = "scripts/ucf101/videomae_vit_base_patch16_224_tubemasking_ratio_0.75_epoch_3200/"
+# the folders of VideoMAE's scripts (tests/test_scripts.py checks our recipes against them too)
+KINETICS = "scripts/kinetics/videomae_vit_{}_patch16_224_tubemasking_ratio_0.9_epoch_{}/"
+SSV2 = "scripts/ssv2/videomae_vit_{}_patch16_224_tubemasking_ratio_0.9_epoch_{}/"
+UCF101 = "scripts/ucf101/videomae_vit_base_patch16_224_tubemasking_ratio_0.75_epoch_3200/"
 _W_BASE_UCF = "--beta 1 --gamma 0.1 --alpha 0.1 --beta_kd1 3 --beta_kd2 1 "
 _W_SMALL_UCF = "--beta 1 --gamma 0.1 --alpha 0.1 --beta_kd1 1 --beta_kd2 3 "
 _ft = dict(mix="", wlr="1e-8", ld="0.7", fc="0.5", dp="0.2", rate=4, seg=5)
@@ -78,24 +79,24 @@ _pre = "--decoder_depth {dd} --batch_size {batch} --num_frames 16 --sampling_rat
 
 # source -> (our job, the flags it passes)
 SCRIPTS = {
-    "VideoMAE:" + _K.format("base", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=4) + _V_PRE_TAIL.format(epochs=1601)),
-    "VideoMAE:" + _K.format("base", 800) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=4) + _V_PRE_TAIL.format(epochs=801)),
-    "VideoMAE:" + _K.format("huge", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="huge") + _pre.format(dd=12, batch=16, rate=4) + _V_PRE_TAIL.format(epochs=1601) + " --use_checkpoint"),
-    "VideoMAE:" + _K.format("large", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="large") + _pre.format(dd=12, batch=8, rate=4) + _V_PRE_TAIL.format(epochs=1601)),
-    "VideoMAE:" + _K.format("small", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="small") + _pre.format(dd=4, batch=32, rate=4) + _V_PRE_TAIL.format(epochs=1601)),
-    "VideoMAE:" + _S.format("base", 2400) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=2) + _V_PRE_TAIL.format(epochs=2401)),
-    "VideoMAE:" + _S.format("base", 800) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=2) + _V_PRE_TAIL.format(epochs=801)),
-    "VideoMAE:" + _S.format("small", 2400) + "pretrain.sh": ("pretrain", _V_PRE.format(size="small") + _pre.format(dd=4, batch=32, rate=2) + _V_PRE_TAIL.format(epochs=2401)),
-    "VideoMAE:" + _U + "pretrain.sh": ("pretrain", "--data_path $DATA_PATH --mask_type tube --mask_ratio 0.75 --model pretrain_videomae_base_patch16_224 --decoder_depth 4 --lr 3e-4 --batch_size 24 --num_frames 16 --sampling_rate 4 --opt adamw --opt_betas 0.9 0.95 --warmup_epochs 40 --epochs 3201 --save_ckpt_freq 100 --log_dir $OUTPUT_DIR --output_dir $OUTPUT_DIR"),
-    "VideoMAE:" + _K.format("base", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="base", classes="", batch=6, ns=2, lr="5e-4", extra="", epochs=75, tail="")),
-    "VideoMAE:" + _K.format("base", 800) + "finetune.sh": ("finetune", _V_FT_K400.format(size="base", classes="", batch=8, ns=1, lr="1e-3", extra="", epochs=100, tail="")),
-    "VideoMAE:" + _K.format("huge", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="huge", classes="--nb_classes 400 ", batch=8, ns=2, lr="1e-3", extra="--warmup_lr 1e-8 --min_lr 1e-5 --layer_decay 0.75 ", epochs=50, tail="--drop_path 0.2 --fc_drop_rate 0.5 --use_checkpoint ")),
-    "VideoMAE:" + _K.format("large", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="large", classes="--nb_classes 400 ", batch=2, ns=2, lr="2e-3", extra="", epochs=35, tail="")),
-    "VideoMAE:" + _K.format("small", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="small", classes="--nb_classes 400 ", batch=12, ns=2, lr="5e-4", extra="", epochs=150, tail="")),
-    "VideoMAE:" + _S.format("base", 2400) + "finetune.sh": ("finetune", _V_FT_SSV2.format(size="base", batch=6, ns=2, lr="5e-4", ld="", epochs=30)),
-    "VideoMAE:" + _S.format("base", 800) + "finetune.sh": ("finetune", _V_FT_SSV2.format(size="base", batch=8, ns=1, lr="5e-4", ld="", epochs=50)),
-    "VideoMAE:" + _S.format("small", 2400) + "finetune.sh": ("finetune", _V_FT_SSV2.format(size="small", batch=12, ns=2, lr="1e-3", ld="--layer_decay 0.7 ", epochs=40)),
-    "VideoMAE:" + _U + "finetune.sh": ("finetune", _UCF_FT.format(batch=16, epochs=100)),
+    "VideoMAE:" + KINETICS.format("base", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=4) + _V_PRE_TAIL.format(epochs=1601)),
+    "VideoMAE:" + KINETICS.format("base", 800) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=4) + _V_PRE_TAIL.format(epochs=801)),
+    "VideoMAE:" + KINETICS.format("huge", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="huge") + _pre.format(dd=12, batch=16, rate=4) + _V_PRE_TAIL.format(epochs=1601) + " --use_checkpoint"),
+    "VideoMAE:" + KINETICS.format("large", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="large") + _pre.format(dd=12, batch=8, rate=4) + _V_PRE_TAIL.format(epochs=1601)),
+    "VideoMAE:" + KINETICS.format("small", 1600) + "pretrain.sh": ("pretrain", _V_PRE.format(size="small") + _pre.format(dd=4, batch=32, rate=4) + _V_PRE_TAIL.format(epochs=1601)),
+    "VideoMAE:" + SSV2.format("base", 2400) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=2) + _V_PRE_TAIL.format(epochs=2401)),
+    "VideoMAE:" + SSV2.format("base", 800) + "pretrain.sh": ("pretrain", _V_PRE.format(size="base") + _pre.format(dd=4, batch=32, rate=2) + _V_PRE_TAIL.format(epochs=801)),
+    "VideoMAE:" + SSV2.format("small", 2400) + "pretrain.sh": ("pretrain", _V_PRE.format(size="small") + _pre.format(dd=4, batch=32, rate=2) + _V_PRE_TAIL.format(epochs=2401)),
+    "VideoMAE:" + UCF101 + "pretrain.sh": ("pretrain", "--data_path $DATA_PATH --mask_type tube --mask_ratio 0.75 --model pretrain_videomae_base_patch16_224 --decoder_depth 4 --lr 3e-4 --batch_size 24 --num_frames 16 --sampling_rate 4 --opt adamw --opt_betas 0.9 0.95 --warmup_epochs 40 --epochs 3201 --save_ckpt_freq 100 --log_dir $OUTPUT_DIR --output_dir $OUTPUT_DIR"),
+    "VideoMAE:" + KINETICS.format("base", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="base", classes="", batch=6, ns=2, lr="5e-4", extra="", epochs=75, tail="")),
+    "VideoMAE:" + KINETICS.format("base", 800) + "finetune.sh": ("finetune", _V_FT_K400.format(size="base", classes="", batch=8, ns=1, lr="1e-3", extra="", epochs=100, tail="")),
+    "VideoMAE:" + KINETICS.format("huge", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="huge", classes="--nb_classes 400 ", batch=8, ns=2, lr="1e-3", extra="--warmup_lr 1e-8 --min_lr 1e-5 --layer_decay 0.75 ", epochs=50, tail="--drop_path 0.2 --fc_drop_rate 0.5 --use_checkpoint ")),
+    "VideoMAE:" + KINETICS.format("large", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="large", classes="--nb_classes 400 ", batch=2, ns=2, lr="2e-3", extra="", epochs=35, tail="")),
+    "VideoMAE:" + KINETICS.format("small", 1600) + "finetune.sh": ("finetune", _V_FT_K400.format(size="small", classes="--nb_classes 400 ", batch=12, ns=2, lr="5e-4", extra="", epochs=150, tail="")),
+    "VideoMAE:" + SSV2.format("base", 2400) + "finetune.sh": ("finetune", _V_FT_SSV2.format(size="base", batch=6, ns=2, lr="5e-4", ld="", epochs=30)),
+    "VideoMAE:" + SSV2.format("base", 800) + "finetune.sh": ("finetune", _V_FT_SSV2.format(size="base", batch=8, ns=1, lr="5e-4", ld="", epochs=50)),
+    "VideoMAE:" + SSV2.format("small", 2400) + "finetune.sh": ("finetune", _V_FT_SSV2.format(size="small", batch=12, ns=2, lr="1e-3", ld="--layer_decay 0.7 ", epochs=40)),
+    "VideoMAE:" + UCF101 + "finetune.sh": ("finetune", _UCF_FT.format(batch=16, epochs=100)),
     "MaskAgain:scripts/finetune.sh": ("finetune", _UCF_FT.format(batch=16, epochs=50)),
     "MaskAgain:scripts/finetune_base_hmdb_slurm.sh": ("finetune", _M_FT.format(size="base", batch=32, rate=4, seg=5, epochs=50, **_ft_h)),
     "MaskAgain:scripts/finetune_small_hmdb_slurm.sh": ("finetune", _M_FT.format(size="small", batch=32, rate=2, seg=10, epochs=50, **_ft_h)),

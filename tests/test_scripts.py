@@ -7,6 +7,7 @@ $STUB_LOG.script), so the tests read exactly what a cluster would have been aske
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -16,6 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.test_reference_scripts import KINETICS, SSV2, UCF101
+from tests.test_reference_scripts import SCRIPTS as REFERENCE_SCRIPTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -65,10 +69,6 @@ _HMDB_FT = dict(
     _FINETUNE, data_set="HMDB51", nb_classes=51, lr=1e-3, warmup_lr=1e-6, epochs=50, layer_decay=0.7,
     fc_drop_rate=0.5, drop_path=0.2,
 )  # fmt: skip
-_PRETRAIN = dict(
-    mask_type="tube", mask_ratio=0.9, decoder_depth=4, batch_size=32, lr=1.5e-4, warmup_epochs=40,
-    epochs=1600, opt_betas=(0.9, 0.95), weight_decay=0.05, save_ckpt_freq=20, num_frames=16, sampling_rate=4,
-)  # fmt: skip
 _S, _B = "pretrain_videomae_small_patch16_224", "pretrain_videomae_base_patch16_224"
 _DISTILL_ENTRY, _FINETUNE_ENTRY = "run_mmkd_distill.py", "run_class_finetuning.py"
 
@@ -96,9 +96,65 @@ RECIPES = {
     "finetune/vit_base_hmdb51.sh": (
         _FINETUNE_ENTRY, dict(_HMDB_FT, model="vit_base_patch16_224", sampling_rate=4, test_num_segment=5)
     ),
-    "pretrain/videomae_vit_small_k400.sh": ("run_mae_pretraining.py", dict(_PRETRAIN, model=_S)),
-    "pretrain/videomae_vit_base_k400.sh": ("run_mae_pretraining.py", dict(_PRETRAIN, model=_B)),
 }  # fmt: skip
+
+# Defaults of VideoMAE's entry points (get_args() of run_mae_pretraining.py / run_class_finetuning.py,
+# MCG-NJU/VideoMAE) that its scripts leave out; our defaults differ in places, so the recipes pass them.
+_VIDEOMAE_DEFAULTS = {
+    "pretrain": dict(lr=1.5e-4, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05),
+    "finetune": dict(
+        warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-6, layer_decay=0.75, drop_path=0.1, fc_drop_rate=0.0,
+        smoothing=0.1, mixup=0.8, cutmix=1.0, init_scale=0.001,
+    ),
+}  # fmt: skip
+_PATH_FLAGS = frozenset({"data_path", "finetune", "log_dir", "output_dir"})
+
+
+def _flags(argv: list[str]) -> dict[str, list[str]]:
+    """`--name v1 v2 --flag` -> {"name": ["v1", "v2"], "flag": []}; a repeated flag keeps its last values."""
+    out: dict[str, list[str]] = {}
+    name = None
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:]
+            out[name] = []
+        elif name is not None:
+            out[name].append(token)
+    return out
+
+
+def _videomae_row(script: str) -> tuple[str, dict]:
+    """The entry point and exactly the flags (bar paths) that a VideoMAE script of MCG-NJU/VideoMAE runs.
+
+    Its scripts pass N + 1 pre-training epochs so that its loop also writes checkpoint-N; ours always
+    writes the last epoch, so our recipes pass N. DeepSpeed's fp16 becomes `--precision fp16`.
+    """
+    job, line = REFERENCE_SCRIPTS["VideoMAE:" + script]
+    flags = {
+        k: v for k, v in _flags(shlex.split(line)).items() if k not in _PATH_FLAGS | {"enable_deepspeed"}
+    }
+    if job == "pretrain":
+        flags["epochs"] = [str(int(flags["epochs"][0]) - 1)]
+    entry = {"pretrain": "run_mae_pretraining.py", "finetune": _FINETUNE_ENTRY}[job]
+    return entry, {**_VIDEOMAE_DEFAULTS[job], **flags, "precision": "fp16"}
+
+
+# VideoMAE's own rows: recipe -> the reference script whose flags it passes, all of them and no other
+VIDEOMAE_RECIPES = {
+    "pretrain/videomae_vit_small_k400.sh": KINETICS.format("small", 1600) + "pretrain.sh",
+    "pretrain/videomae_vit_base_k400.sh": KINETICS.format("base", 1600) + "pretrain.sh",
+    "pretrain/videomae_vit_large_k400.sh": KINETICS.format("large", 1600) + "pretrain.sh",
+    "pretrain/videomae_vit_huge_k400.sh": KINETICS.format("huge", 1600) + "pretrain.sh",
+    "pretrain/videomae_vit_small_ssv2.sh": SSV2.format("small", 2400) + "pretrain.sh",
+    "pretrain/videomae_vit_base_ssv2.sh": SSV2.format("base", 2400) + "pretrain.sh",
+    "pretrain/videomae_vit_base_ucf101.sh": UCF101 + "pretrain.sh",
+    "finetune/videomae_vit_large_k400.sh": KINETICS.format("large", 1600) + "finetune.sh",
+    "finetune/videomae_vit_huge_k400.sh": KINETICS.format("huge", 1600) + "finetune.sh",
+    "finetune/videomae_vit_small_ssv2.sh": SSV2.format("small", 2400) + "finetune.sh",
+    "finetune/videomae_vit_base_ssv2.sh": SSV2.format("base", 2400) + "finetune.sh",
+    "finetune/videomae_vit_base_ucf101.sh": UCF101 + "finetune.sh",
+}
+RECIPES.update({recipe: _videomae_row(script) for recipe, script in VIDEOMAE_RECIPES.items()})
 
 
 def _required_env(recipe: str) -> list[str]:
@@ -113,7 +169,7 @@ def _slurm_wrapper(recipe: str) -> Path:
 # Variables the scripts read; cleared so that the caller's shell cannot change what the tests see.
 _LAUNCH_ENV = frozenset(
     "GPUS MASTER_PORT LAUNCHER PARTITION JOB_NAME GPUS_PER_NODE CPUS_PER_TASK SUBMIT SRUN_ARGS SBATCH_ARGS "
-    "PYTHON MODEL TEACHER".split()
+    "PYTHON MODEL TEACHER NNODES NODE_RANK MASTER_ADDR RDZV_ENDPOINT RDZV_ID RDZV_BACKEND".split()
 )
 
 
@@ -150,37 +206,44 @@ def _recorded(env: dict[str, str]) -> list[str]:
     return Path(env["STUB_LOG"]).read_text().splitlines()
 
 
-def _flags(argv: list[str]) -> dict[str, list[str]]:
-    """`--name v1 v2 --flag` -> {"name": ["v1", "v2"], "flag": []}; a repeated flag keeps its last values."""
-    out: dict[str, list[str]] = {}
-    name = None
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:]
-            out[name] = []
-        elif name is not None:
-            out[name].append(token)
-    return out
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _matches(got: list[str], want: object) -> bool:
-    want = list(want) if isinstance(want, tuple) else [want]
+    """`want`: a value, a tuple of values or a list of argument strings (`[]` for a switch)."""
+    want = [str(w) for w in (want if isinstance(want, tuple | list) else [want])]
     if len(got) != len(want):
         return False
-    return all(float(g) == w if isinstance(w, int | float) else g == w for g, w in zip(got, want))
+    return all(g == w or _number(g) is not None and _number(g) == _number(w) for g, w in zip(got, want))
 
 
 def _check_row(recipe: str, argv: list[str]) -> dict[str, list[str]]:
+    assert recipe in RECIPES, f"{recipe} is not in RECIPES: add the values it must pass"
     entry, expected = RECIPES[recipe]
     assert entry in argv, f"{recipe} did not run {entry}: {argv}"
     flags = _flags(argv[argv.index(entry) + 1 :])
     wrong = {k: (flags.get(k), v) for k, v in expected.items() if k not in flags or not _matches(flags[k], v)}
     assert not wrong, f"{recipe}: flag -> (passed, spec): {wrong}"
+    if recipe in VIDEOMAE_RECIPES:  # e.g. no --sampling_rate on SSV2, whose clips are segment-sampled
+        extra = set(flags) - set(expected) - _PATH_FLAGS
+        assert not extra, f"{recipe} passes flags that {VIDEOMAE_RECIPES[recipe]} does not: {extra}"
     return flags
 
 
 def _all_scripts() -> list[Path]:
     return sorted(SCRIPTS.rglob("*.sh"))
+
+
+# every recipe on disk, so that a new one without an entry in RECIPES fails the tests below
+RECIPE_FILES = sorted(
+    str(p.relative_to(SCRIPTS))
+    for d in ("distill", "finetune", "pretrain")
+    for p in (SCRIPTS / d).glob("[!_]*.sh")
+)
 
 
 @pytest.mark.parametrize("script", _all_scripts(), ids=lambda p: str(p.relative_to(SCRIPTS)))
@@ -190,29 +253,25 @@ def test_bash_syntax(script: Path):
 
 
 def test_every_row_has_a_recipe_and_a_slurm_wrapper():
-    recipes = {
-        str(p.relative_to(SCRIPTS))
-        for d in ("distill", "finetune", "pretrain")
-        for p in (SCRIPTS / d).glob("[!_]*.sh")
-    }
-    assert recipes == set(RECIPES)
+    assert set(RECIPE_FILES) == set(RECIPES)
     for recipe in RECIPES:
         assert os.access(SCRIPTS / recipe, os.X_OK) and os.access(_slurm_wrapper(recipe), os.X_OK), recipe
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("recipe", RECIPE_FILES)
 def test_torchrun_recipe_passes_spec_hyperparameters(recipe, stubs, tmp_path):
     result = _run(SCRIPTS / recipe, stubs)
     assert result.returncode == 0, result.stderr
     argv = _recorded(stubs)
-    assert argv[:3] == ["torchrun", "--nproc_per_node=8", "--master_port=12320"]
+    # one node: the command of the single-node releases, unchanged
+    assert argv[:4] == ["torchrun", "--nproc_per_node=8", "--master_port=12320", RECIPES[recipe][0]]
     flags = _check_row(recipe, argv)
     assert flags["output_dir"] == [str(tmp_path / "out")]
     data = flags["data_path"][0]
     assert data == str(tmp_path / "data") + ("" if recipe.startswith("finetune") else "/train.csv")
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("recipe", RECIPE_FILES)
 def test_slurm_wrapper_passes_the_same_flags(recipe, stubs):
     assert _run(SCRIPTS / recipe, stubs).returncode == 0
     torchrun_argv = _recorded(stubs)
@@ -279,7 +338,7 @@ def test_gpus_port_and_extra_arguments(stubs, tmp_path):
     assert flags["data_path"] == [str(tmp_path / "rel/data")]
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("recipe", RECIPE_FILES)
 def test_missing_variable_fails_with_one_line(recipe, stubs):
     for name in _required_env(recipe):
         env = {k: v for k, v in stubs.items() if k != name}
@@ -288,6 +347,102 @@ def test_missing_variable_fails_with_one_line(recipe, stubs):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and f"set {name} to" in lines[0], result.stderr
         assert not Path(stubs["STUB_LOG"]).exists(), "launched despite a missing variable"
+
+
+@pytest.mark.parametrize(
+    ("launch_env", "torchrun_args"),
+    [
+        (
+            {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3", "GPUS": "4", "MASTER_PORT": "29501"},
+            ["--nnodes=2", "--node_rank=1", "--nproc_per_node=4", "--master_addr=10.1.2.3", "--master_port=29501"],
+        ),
+        (
+            {"NNODES": "8", "MASTER_ADDR": "node01"},
+            ["--nnodes=8", "--node_rank=0", "--nproc_per_node=8", "--master_addr=node01", "--master_port=12320"],
+        ),
+        (
+            {"NNODES": "2:4", "RDZV_ENDPOINT": "node01:29400", "RDZV_ID": "job7", "NODE_RANK": "3"},
+            ["--nnodes=2:4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=node01:29400",
+             "--rdzv_id=job7"],
+        ),
+        (
+            {"NNODES": "4", "RDZV_ENDPOINT": "node01:29400", "RDZV_BACKEND": "etcd-v2"},
+            ["--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=etcd-v2", "--rdzv_endpoint=node01:29400",
+             "--rdzv_id=finetune_vit_base_k400"],
+        ),
+    ],
+)  # fmt: skip
+def test_multi_node_torchrun(launch_env, torchrun_args, stubs):
+    result = _run(SCRIPTS / "finetune/vit_base_k400.sh", stubs | launch_env)
+    assert result.returncode == 0, result.stderr
+    argv = _recorded(stubs)
+    assert argv[0] == "torchrun" and argv[1 : argv.index("run_class_finetuning.py")] == torchrun_args
+    _check_row("finetune/vit_base_k400.sh", argv)
+
+
+@pytest.mark.parametrize(
+    ("launch_env", "message"),
+    [
+        ({"NNODES": "2"}, "NNODES=2 needs MASTER_ADDR (the address of the NODE_RANK=0 node"),
+        (
+            {"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "h"},
+            "NODE_RANK must be this node's number, 0 to 1",
+        ),
+        ({"NNODES": "2", "NODE_RANK": "-1", "MASTER_ADDR": "h"}, "NODE_RANK must be this node's number"),
+        ({"NNODES": "two"}, "NNODES must be a whole number >= 1, got 'two'"),
+        ({"GPUS": "0"}, "GPUS must be a whole number >= 1, got '0'"),
+        ({"MASTER_PORT": "port"}, "MASTER_PORT must be a whole number"),
+        ({"NNODES": "1:x", "RDZV_ENDPOINT": "h:1"}, "NNODES must be a node count or MIN:MAX"),
+        ({"LAUNCHER": "slurm", "NNODES": "2"}, "NNODES / RDZV_ENDPOINT are for LAUNCHER=torchrun"),
+        (
+            {"LAUNCHER": "slurm", "RDZV_ENDPOINT": "h:1"},
+            "under slurm set GPUS (tasks in all) and GPUS_PER_NODE",
+        ),
+    ],
+)
+def test_bad_launch_settings_fail_with_one_line(launch_env, message, stubs):
+    result = _run(SCRIPTS / "distill/vit_small_k400.sh", stubs | launch_env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not Path(stubs["STUB_LOG"]).exists(), "launched despite a bad setting"
+
+
+def _header(path: Path) -> str:
+    """The comment block at the top of a script, as one line."""
+    lines = path.read_text().splitlines()[1:]
+    return " ".join(line[1:].strip() for line in itertools.takewhile(lambda x: x.startswith("#"), lines))
+
+
+@pytest.mark.parametrize("recipe", RECIPE_FILES)
+def test_header_lists_the_environment(recipe):
+    header = _header(SCRIPTS / recipe)
+    launch = "GPUS (8, per node) NNODES NODE_RANK MASTER_ADDR MASTER_PORT RDZV_ENDPOINT LAUNCHER".split(" ")
+    missing = [name for name in [*_required_env(recipe), *launch] if name not in header]
+    assert not missing, f"{recipe}: the Env line does not name {missing}"
+    wrapper = _header(_slurm_wrapper(recipe))
+    assert f"those of scripts/{recipe} but the torchrun-only NNODES, NODE_RANK, MASTER_ADDR" in wrapper
+
+
+# the shorter published schedules that a recipe's header says how to run
+@pytest.mark.parametrize(
+    ("recipe", "extra", "script"),
+    [
+        ("pretrain/videomae_vit_base_k400.sh", "--epochs 800", KINETICS.format("base", 800) + "pretrain.sh"),
+        ("pretrain/videomae_vit_base_ssv2.sh", "--epochs 800", SSV2.format("base", 800) + "pretrain.sh"),
+        (
+            "finetune/videomae_vit_base_ssv2.sh", "--batch_size 8 --num_sample 1 --epochs 50",
+            SSV2.format("base", 800) + "finetune.sh",
+        ),
+    ],
+)  # fmt: skip
+def test_shorter_schedule_named_in_the_header(recipe, extra, script, stubs):
+    assert f"pass {extra}" in _header(SCRIPTS / recipe)
+    assert _run(SCRIPTS / recipe, stubs, *extra.split()).returncode == 0
+    argv = _recorded(stubs)
+    entry, expected = _videomae_row(script)
+    flags = _flags(argv[argv.index(entry) + 1 :])
+    wrong = {k: (flags.get(k), v) for k, v in expected.items() if k not in flags or not _matches(flags[k], v)}
+    assert not wrong, f"{recipe} {extra}: flag -> (passed, {script}): {wrong}"
 
 
 def test_unknown_launcher_is_refused(stubs):
@@ -323,7 +478,7 @@ def test_recipes_use_only_accepted_flags():
     assert _flags_in(SCRIPTS / "vis_kd.sh") <= VIS_FLAGS
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("recipe", RECIPE_FILES)
 def test_entry_point_parser_accepts_recipe(recipe, stubs):
     args_module = pytest.importorskip("engine.args")
     assert _run(SCRIPTS / recipe, stubs).returncode == 0

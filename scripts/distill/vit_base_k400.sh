@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # MMKD on Kinetics-400: ViT-B student (no alignment modules), VideoMAE ViT-B (1600 ep) teacher,
 # 400 epochs, 8 GPUs x 64. Fine-tuned with scripts/finetune/vit_base_k400.sh: 81.0 top-1 (16x5x3).
-# Env: DATA_PATH (folder with train.csv), OUTPUT_DIR, TEACHER, GPUS (8), MASTER_PORT (12320),
-#      LAUNCHER (torchrun | slurm). Extra arguments are appended and override these flags.
+# Env: DATA_PATH (folder with train.csv), OUTPUT_DIR, TEACHER, GPUS (8, per node), NNODES (1),
+#      NODE_RANK (0), MASTER_ADDR (needed when NNODES > 1), MASTER_PORT (12320) or RDZV_ENDPOINT (+
+#      RDZV_ID, RDZV_BACKEND), LAUNCHER (torchrun | slurm): see scripts/slurm/launch.sh. Extra arguments
+#      are appended and override these flags.
 set -euo pipefail
 DATASET="Kinetics-400"
 TEACHER_NAME="the VideoMAE ViT-B Kinetics-400 pre-training checkpoint (1600 epochs)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # MMKD on UCF101 only: ViT-B student, VideoMAE ViT-B UCF101 teacher, tube 0.75, 400 epochs.
 # The paper's UCF101/HMDB51 numbers start from the Kinetics-400 students instead (see MODEL_ZOO.md).
-# Env: DATA_PATH (folder with train.csv), OUTPUT_DIR, TEACHER, GPUS (8), MASTER_PORT (12320),
-#      LAUNCHER (torchrun | slurm). Extra arguments are appended and override these flags.
+# Env: DATA_PATH (folder with train.csv), OUTPUT_DIR, TEACHER, GPUS (8, per node), NNODES (1),
+#      NODE_RANK (0), MASTER_ADDR (needed when NNODES > 1), MASTER_PORT (12320) or RDZV_ENDPOINT (+
+#      RDZV_ID, RDZV_BACKEND), LAUNCHER (torchrun | slurm): see scripts/slurm/launch.sh. Extra arguments
+#      are appended and override these flags.
 set -euo pipefail
 DATASET="UCF101"
 TEACHER_NAME="the VideoMAE ViT-B UCF101 pre-training checkpoint (3200 epochs, tube 0.75)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fine-tunes the MMKD ViT-B student (scripts/distill/vit_base_k400.sh) on Kinetics-400, 75 epochs.
 # Paper: 81.0 top-1, 16 frames x 5 clips x 3 crops.
-# Env: DATA_PATH (folder with train/val/test.csv), OUTPUT_DIR, CHECKPOINT (student to fine-tune),
-#      GPUS (8), MASTER_PORT (12320), LAUNCHER (torchrun | slurm). Extra arguments override flags.
+# Env: DATA_PATH (folder with train/val/test.csv), OUTPUT_DIR, CHECKPOINT (student to fine-tune), GPUS (8,
+#      per node), NNODES (1), NODE_RANK (0), MASTER_ADDR (needed when NNODES > 1), MASTER_PORT (12320) or
+#      RDZV_ENDPOINT (+ RDZV_ID, RDZV_BACKEND), LAUNCHER (torchrun | slurm): see scripts/slurm/launch.sh.
+#      Extra arguments are appended and override these flags.
 set -euo pipefail
 DATASET="Kinetics-400"
 ROW_FLAGS=(--model vit_base_patch16_224 --nb_classes 400 --epochs 75 --lr 1e-3 --warmup_lr 1e-6

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# VideoMAE pre-training of a ViT-B on Something-Something V2: tube mask 0.9, every 2nd frame, 2400 epochs
+# (pass --epochs 800 for the shorter schedule), 32 clips per GPU. VideoMAE used 64 GPUs (NNODES=8 x GPUS=8);
+# the lr scales with the total batch. Fine-tuned with scripts/finetune/videomae_vit_base_ssv2.sh: 70.8 top-1
+# (16x2x3) in VideoMAE's model zoo (69.6 after 800 epochs).
+# Env: DATA_PATH (folder with train.csv), OUTPUT_DIR, GPUS (8, per node), NNODES (1), NODE_RANK (0),
+#      MASTER_ADDR (needed when NNODES > 1), MASTER_PORT (12320) or RDZV_ENDPOINT (+ RDZV_ID,
+#      RDZV_BACKEND), LAUNCHER (torchrun | slurm): see scripts/slurm/launch.sh. Extra arguments are
+#      appended and override these flags.
+set -euo pipefail
+DATASET="Something-Something V2"
+ROW_FLAGS=(--model pretrain_videomae_base_patch16_224
+  --mask_ratio 0.9 --decoder_depth 4 --batch_size 32 --sampling_rate 2 --lr 1.5e-4
+  --epochs 2400 --save_ckpt_freq 20)
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
