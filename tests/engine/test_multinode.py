@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,17 +24,10 @@ from engine.checkpoint import CheckpointManager
 from tests.engine.conftest import ROOT, finetune_argv
 
 # what a caller's shell may hold that would change the launch (the test sets its own)
-_LAUNCH_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "LAUNCHER",
-    "GPUS",
-    "NNODES",
+_LAUNCH_VARS = frozenset(
+    "RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT LAUNCHER GPUS NNODES NODE_RANK RDZV_ENDPOINT RDZV_ID "
+    "RDZV_BACKEND".split()
 )
-_LAUNCH_VARS += ("NODE_RANK", "RDZV_ENDPOINT", "RDZV_ID", "RDZV_BACKEND")
 
 # log.txt keys that measure the machine, not the training
 _TIMINGS = {"train_data_wait", "train_clips_per_s"}
@@ -41,7 +35,7 @@ _TIMINGS = {"train_data_wait", "train_clips_per_s"}
 _RECIPE = f"""#!/usr/bin/env bash
 set -euo pipefail
 DATASET="synthetic"
-source {ROOT / "scripts/slurm/launch.sh"}
+source {shlex.quote(str(ROOT / "scripts/slurm/launch.sh"))}
 launch run_class_finetuning.py --data_path "$DATA_DIR" --output_dir "$OUT_DIR" "$@"
 """
 
