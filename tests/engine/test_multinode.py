@@ -1,5 +1,6 @@
 """Multi-node launch through the recipes' ``launch`` (scripts/slurm/launch.sh): two "nodes" of one process
-each on 127.0.0.1 train exactly what one node of two processes does.
+each on 127.0.0.1 train exactly what one node of two processes does, with a fixed master (NNODES, NODE_RANK,
+MASTER_ADDR, MASTER_PORT) and with a c10d rendezvous (RDZV_ENDPOINT, the ranks decided at start-up).
 
 The recipe below is a real one cut down: it sources launch.sh with the environment a user sets (NNODES,
 NODE_RANK, MASTER_ADDR, MASTER_PORT, GPUS) and hands the tiny fine-tuning flags of the engine tests to
@@ -46,9 +47,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def recipe(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """The cut-down recipe and the environment it runs in (a ``torchrun`` of this interpreter first on PATH)."""
+    tmp_path = tmp_path_factory.mktemp("recipe")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     torchrun = bin_dir / "torchrun"
@@ -91,7 +93,7 @@ def _launch(script: Path, env: dict[str, str], nodes: list[dict[str, str]], argv
 
 
 def _run(recipe, videos: Path, out: Path, nodes: list[dict[str, str]]) -> tuple[dict, list[dict], str]:
-    """Fine-tunes on ``nodes``; returns the last checkpoint's weights, log.txt's records and node 0's output."""
+    """Fine-tunes on ``nodes``; returns the last checkpoint's weights, log.txt's records and all stdout."""
     script, env = recipe
     env = env | {"DATA_PATH": str(videos), "OUTPUT_DIR": str(out)}
     argv = finetune_argv(videos, out, "--epochs", "2", "--deterministic", "--save_ckpt_freq", "1")
@@ -102,19 +104,37 @@ def _run(recipe, videos: Path, out: Path, nodes: list[dict[str, str]]) -> tuple[
     assert last is not None, sorted(p.name for p in out.iterdir())
     weights = torch.load(last, map_location="cpu", weights_only=True)["model"]
     records = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
-    return weights, records, results[0][1]
+    return weights, records, "".join(stdout for _, stdout, _ in results)
+
+
+def _static(rank: int, port: str) -> dict[str, str]:
+    return {
+        "NNODES": "2",
+        "NODE_RANK": str(rank),
+        "GPUS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": port,
+    }
+
+
+def _elastic(_rank: int, port: str) -> dict[str, str]:  # c10d decides the ranks: no NODE_RANK
+    return {"NNODES": "2", "GPUS": "1", "RDZV_ENDPOINT": f"127.0.0.1:{port}", "RDZV_ID": "tiny"}
+
+
+@pytest.fixture(scope="module")
+def one_node(recipe, videos, tmp_path_factory) -> tuple[dict, list[dict], str]:
+    """The reference: one node of two processes."""
+    out = tmp_path_factory.mktemp("one_node") / "out"
+    return _run(recipe, videos, out, [{"GPUS": "2", "MASTER_PORT": str(_free_port())}])
 
 
 @pytest.mark.slow
-def test_two_nodes_of_one_process_match_one_node_of_two(recipe, videos, tmp_path):
+@pytest.mark.parametrize("node_env", [_static, _elastic], ids=["master_addr", "rdzv_endpoint"])
+def test_two_nodes_of_one_process_match_one_node_of_two(node_env, recipe, one_node, videos, tmp_path):
     port = str(_free_port())
-    two_nodes = [
-        {"NNODES": "2", "NODE_RANK": str(rank), "GPUS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        for rank in (0, 1)
-    ]
+    two_nodes = [node_env(rank, port) for rank in (0, 1)]
     w_nodes, log_nodes, stdout_nodes = _run(recipe, videos, tmp_path / "two_nodes", two_nodes)
-    one_node = [{"GPUS": "2", "MASTER_PORT": str(_free_port())}]
-    w_one, log_one, stdout_one = _run(recipe, videos, tmp_path / "one_node", one_node)
+    w_one, log_one, stdout_one = one_node
 
     for stdout in (stdout_nodes, stdout_one):  # both runs are one group of 2 ranks, not 2 runs of 1
         assert "--update_freq 1 x 2 processes)" in stdout
