@@ -8,7 +8,8 @@
 #      scripts/slurm/launch.sh. Extra arguments are appended and override these flags.
 set -euo pipefail
 DATASET="UCF101"
-ROW_FLAGS=(--model vit_base_patch16_224 --nb_classes 101 --batch_size 16 --num_sample 2 --sampling_rate 4 --epochs 100
+ROW_FLAGS=(--model vit_base_patch16_224 --nb_classes 101 --batch_size 16 --num_sample 2
+  --sampling_rate 4 --epochs 100
   --lr 5e-4 --warmup_lr 1e-8 --min_lr 1e-5 --layer_decay 0.7 --drop_path 0.2 --fc_drop_rate 0.5
   --test_num_segment 5 --save_ckpt_freq 50 --use_checkpoint)
 source "$(dirname "${BASH_SOURCE[0]}")/_videomae.sh"

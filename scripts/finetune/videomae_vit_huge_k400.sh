@@ -8,7 +8,8 @@
 #      scripts/slurm/launch.sh. Extra arguments are appended and override these flags.
 set -euo pipefail
 DATASET="Kinetics-400"
-ROW_FLAGS=(--model vit_huge_patch16_224 --nb_classes 400 --batch_size 8 --num_sample 2 --sampling_rate 4 --epochs 50
+ROW_FLAGS=(--model vit_huge_patch16_224 --nb_classes 400 --batch_size 8 --num_sample 2
+  --sampling_rate 4 --epochs 50
   --lr 1e-3 --warmup_lr 1e-8 --min_lr 1e-5 --layer_decay 0.75 --drop_path 0.2 --fc_drop_rate 0.5
   --test_num_segment 5 --save_ckpt_freq 10 --use_checkpoint)
 source "$(dirname "${BASH_SOURCE[0]}")/_videomae.sh"

@@ -8,7 +8,8 @@
 #      scripts/slurm/launch.sh. Extra arguments are appended and override these flags.
 set -euo pipefail
 DATASET="Kinetics-400"
-ROW_FLAGS=(--model vit_large_patch16_224 --nb_classes 400 --batch_size 2 --num_sample 2 --sampling_rate 4 --epochs 35
+ROW_FLAGS=(--model vit_large_patch16_224 --nb_classes 400 --batch_size 2 --num_sample 2
+  --sampling_rate 4 --epochs 35
   --lr 2e-3 --warmup_lr 1e-6 --min_lr 1e-6 --layer_decay 0.75 --drop_path 0.1 --fc_drop_rate 0.0
   --test_num_segment 5 --save_ckpt_freq 10)
 source "$(dirname "${BASH_SOURCE[0]}")/_videomae.sh"

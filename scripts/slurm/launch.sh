@@ -59,8 +59,8 @@ _torchrun_args() {
     TORCHRUN_ARGS=(--nproc_per_node="$GPUS" --master_port="$MASTER_PORT")
     return
   fi
-  [ -n "${MASTER_ADDR:-}" ] ||
-    _refuse "NNODES=$nnodes needs MASTER_ADDR (the address of the NODE_RANK=0 node, the same on every node) or RDZV_ENDPOINT"
+  local hint="the address of the NODE_RANK=0 node, the same on every node"
+  [ -n "${MASTER_ADDR:-}" ] || _refuse "NNODES=$nnodes needs MASTER_ADDR ($hint) or RDZV_ENDPOINT"
   TORCHRUN_ARGS=(--nnodes="$nnodes" --node_rank="$rank" --nproc_per_node="$GPUS"
     --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT")
 }
@@ -76,8 +76,8 @@ launch() {
       exec torchrun "${TORCHRUN_ARGS[@]}" "$entry" "$@"
       ;;
     slurm)
-      [ "${NNODES:-1}" = 1 ] && [ -z "${RDZV_ENDPOINT:-}" ] ||
-        _refuse "NNODES / RDZV_ENDPOINT are for LAUNCHER=torchrun; under slurm set GPUS (tasks in all) and GPUS_PER_NODE"
+      [ "${NNODES:-1}" = 1 ] && [ -z "${RDZV_ENDPOINT:-}" ] || _refuse "NNODES / RDZV_ENDPOINT are for \
+LAUNCHER=torchrun; under slurm set GPUS (tasks in all) and GPUS_PER_NODE"
       GPUS="$GPUS" MASTER_PORT="$MASTER_PORT" JOB_NAME="${JOB_NAME:-$recipe}" \
         exec bash "$REPO_ROOT/scripts/slurm/slurm_train.sh" "$entry" "$@"
       ;;
