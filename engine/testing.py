@@ -46,7 +46,14 @@ def multiview_test(
     barrier()
     if not env.is_main:
         return {}
-    result = merge_views([folder / f"{r}.txt" for r in range(env.world_size)], dedupe=dedupe)
+    files = [folder / f"{r}.txt" for r in range(env.world_size)]
+    absent = [f.name for f in files if not f.is_file()]
+    if absent:  # ranks on other nodes wrote them into a folder rank 0 does not see
+        raise UsageError(
+            f"the test views of {len(absent)} rank(s) ({', '.join(absent[:4])}) are not in {folder}: every node "
+            "must write into the same --output_dir; give a folder shared by all nodes"
+        )
+    result = merge_views(files, dedupe=dedupe)
     all_broken = sorted(
         {
             line.strip()

@@ -154,3 +154,23 @@ def test_eval_on_two_ranks_writes_a_file_per_rank_and_merges_to_the_one_rank_fig
     assert float(found[0][0]) == pytest.approx(final["top1"], abs=0.006)
     views = [(tmp_path / "two" / f"{r}.txt").read_text().splitlines()[1:] for r in (0, 1)]
     assert all(views) and sum(map(len, views)) == 3 * 2 * 2
+
+
+def test_test_views_outside_a_shared_output_dir_are_one_line(videos, tmp_path):
+    """A multi-node run whose nodes write into folders that are not shared: rank 0 finds its own view
+    file but not the other ranks'. Before: a FileNotFoundError traceback in the merge."""
+    from datasets import build_multiview_dataset
+    from datasets.collate import collate_batch
+    from engine.args import UsageError
+    from engine.distributed import DistEnv
+    from engine.precision import autocast_context
+    from engine.testing import multiview_test
+
+    ds = build_multiview_dataset(videos / "test.csv", root=videos, num_frames=8, sampling_rate=2, input_size=32,
+                                 short_side_size=32, test_num_segment=1, test_num_crop=1, normalize=False)  # fmt: skip
+    loader = [collate_batch([ds[i] for i in range(len(ds))])]
+    rank0_of_two = DistEnv(0, 2, 0, torch.device("cpu"), distributed=False, backend=None)
+    autocast = lambda: autocast_context(torch.device("cpu"), "fp32")  # noqa: E731
+    with pytest.raises(UsageError, match=r"test views of 1 rank\(s\) \(1.txt\) are not in .*shared by all nodes"):
+        multiview_test(_classifier(0), loader, rank0_of_two, str(tmp_path), autocast, folder_name="views")
+    assert (tmp_path / "views" / "0.txt").is_file()
