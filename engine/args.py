@@ -175,6 +175,13 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--zero_stage", type=int, default=0, choices=(0, 1, 2))
     g.add_argument("--dist_url", default="env://")
     g.add_argument(
+        "--dist_timeout",
+        type=float,
+        default=600.0,
+        help="seconds a collective may wait for a rank, and a rank may stay silent, before every rank stops "
+        "with one line naming it (a rank killed, stopped or on a hung node)",
+    )
+    g.add_argument(
         "--dist_on_itp",
         action="store_true",
         help="take rank / world size / local rank from OpenMPI (OMPI_COMM_WORLD_*, with MASTER_ADDR/PORT)",
