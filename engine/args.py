@@ -517,7 +517,15 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
                 args.batch_size * args.num_sample % 2 == 0,
                 "--mixup/--cutmix need an even number of clips per batch (batch_size * num_sample)",
             )
-    if args.resume:
+    if args.resume and getattr(args, "eval", False) and os.path.isdir(args.resume):
+        from models.weights import deepspeed_model_file
+
+        _check(  # --eval also tests the reference's DeepSpeed checkpoint folders
+            deepspeed_model_file(args.resume) is not None,
+            f"--resume {args.resume!r} is a folder without a DeepSpeed mp_rank_00_model_states.pt; "
+            "give a checkpoint file or a DeepSpeed checkpoint-<epoch> folder",
+        )
+    elif args.resume:
         _check(
             os.path.isfile(args.resume),
             f"--resume {args.resume!r} does not exist; give a checkpoint file or drop --resume",

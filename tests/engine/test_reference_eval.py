@@ -98,6 +98,10 @@ def test_eval_finds_a_newer_deepspeed_folder_and_falls_back_to_finetune(videos, 
                tag / "mp_rank_00_model_states.pt")  # fmt: skip
     proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, out, "--eval")))
     assert f"from {tag}" in proc.stdout and "DeepSpeed bookkeeping" in proc.stdout
+    newest = _LINE.findall(proc.stdout)
+    # the same folder named by --resume, from elsewhere: the same figures
+    proc = _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / "o", "--eval", "--resume", str(tag))))
+    assert _LINE.findall(proc.stdout) == newest
     # no checkpoint to resume (--no_auto_resume): the --finetune weights, said so
     proc = _ok(
         run_script(
