@@ -39,8 +39,11 @@ def read_state_dict(
     sizes, pooling); otherwise `CheckpointError` names the first field that differs.
     ``model_key``: for checkpoint files, the reference's ``--model_key``: the first of its
     ``|``-separated entries that the file holds (e.g. ``model_ema``), else the whole file.
+    ``path`` may also be a model-zoo name, ``hf://org/name[@revision]`` or a URL (`models.zoo.resolve`).
     """
-    path = os.fspath(path)
+    from .zoo import resolve  # here, not at the top: `python -m models.zoo` must not import itself first
+
+    path = resolve(path)  # a zoo name, hf://org/name[@rev] or URL -> local path; a local path unchanged
     if os.path.isdir(path) and deepspeed_model_file(path):
         state = _read_weights(deepspeed_model_file(path), path, model_key)
     elif os.path.isdir(path):
