@@ -15,6 +15,7 @@ import os
 from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
 from engine.errors import UsageError
+from models import zoo
 from models.distill import MODES, VALUE_LAYOUTS
 from models.onednn import CPU_GEMMS
 
@@ -454,8 +455,9 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
         _check(args.kd_T > 0, f"--kd_T must be > 0, got {args.kd_T}")
         _check(bool(args.path_t), "--path_t is required: the VideoMAE pre-training checkpoint of the teacher")
         _check(
-            os.path.exists(args.path_t),
-            f"--path_t {args.path_t!r} does not exist; give the teacher's checkpoint file or transformers folder",
+            os.path.exists(args.path_t) or zoo.is_zoo_source(args.path_t),
+            f"--path_t {args.path_t!r} does not exist; give the teacher's checkpoint file or transformers folder, "
+            "a model-zoo name (`python -m models.zoo list`), hf://org/name[@revision] or a URL",
         )
         args.teacher_precision = args.teacher_precision or args.precision
     if mode == "pretrain":
@@ -506,8 +508,9 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
         )
         if args.finetune:
             _check(
-                os.path.exists(args.finetune),
-                f"--finetune {args.finetune!r} does not exist; give a checkpoint file or transformers folder",
+                os.path.exists(args.finetune) or zoo.is_zoo_source(args.finetune),
+                f"--finetune {args.finetune!r} does not exist; give a checkpoint file or transformers folder, "
+                "a model-zoo name (`python -m models.zoo list`), hf://org/name[@revision] or a URL",
             )
         if args.nb_classes is not None:
             _check(args.nb_classes >= 1, f"--nb_classes must be >= 1, got {args.nb_classes}")

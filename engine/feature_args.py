@@ -89,9 +89,12 @@ def validate_clip_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.nb_classes is not None:
         _check(args.nb_classes >= 1, f"--nb_classes must be >= 1, got {args.nb_classes}")
     if args.finetune:
+        from models import zoo
+
         _check(
-            os.path.exists(args.finetune),
-            f"--finetune {args.finetune!r} does not exist; give a checkpoint file or transformers folder",
+            os.path.exists(args.finetune) or zoo.is_zoo_source(args.finetune),
+            f"--finetune {args.finetune!r} does not exist; give a checkpoint file or transformers folder, "
+            "a model-zoo name (`python -m models.zoo list`), hf://org/name[@revision] or a URL",
         )
     _check(
         _writable_dir(args.output_dir),

@@ -38,6 +38,7 @@ def test_documented_flags_are_accepted():
         "run_linear_probe.py",
         "engine/feature_args.py",
         "models/convert.py",
+        "models/zoo.py",
         "benchmarks/bench_data.py",
         "benchmarks/bench_model.py",
         "benchmarks/bench_compare.py",

@@ -338,6 +338,26 @@ def test_gpus_port_and_extra_arguments(stubs, tmp_path):
     assert flags["data_path"] == [str(tmp_path / "rel/data")]
 
 
+@pytest.mark.parametrize(
+    "teacher, expected",
+    [
+        ("videomae-b-k400-pt1600", "videomae-b-k400-pt1600"),  # a model-zoo name (python -m models.zoo list)
+        ("hf://MCG-NJU/videomae-base@main", "hf://MCG-NJU/videomae-base@main"),
+        ("https://example.org/ckpt.pth", "https://example.org/ckpt.pth"),
+        ("ckpt/teacher.pth", "{cwd}/ckpt/teacher.pth"),
+        ("teacher.pth", "{cwd}/teacher.pth"),
+    ],
+)
+def test_teacher_may_be_a_zoo_name_or_hub_id(teacher, expected, stubs, tmp_path):
+    """Zoo names, hf:// ids and URLs reach --path_t as given; paths are still made absolute
+    (before, TEACHER=videomae-b-k400-pt1600 became $PWD/videomae-b-k400-pt1600)."""
+    result = _run(SCRIPTS / "distill/vit_small_k400.sh", stubs | {"TEACHER": teacher}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    argv = _recorded(stubs)
+    flags = _flags(argv[argv.index("run_mmkd_distill.py") + 1 :])
+    assert flags["path_t"] == [expected.format(cwd=tmp_path)]
+
+
 @pytest.mark.parametrize("recipe", RECIPE_FILES)
 def test_missing_variable_fails_with_one_line(recipe, stubs):
     for name in _required_env(recipe):

@@ -20,8 +20,15 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # Paths from the environment are read from the caller's directory, although the run starts elsewhere.
 abspath() {
   case "$1" in
-    /*) printf '%s\n' "$1" ;;
-    *) printf '%s/%s\n' "$PWD" "$1" ;;
+    /* | *://*) printf '%s\n' "$1" ;;
+    *)
+      # a model-zoo name (python -m models.zoo list) is passed on as it is; a path is made absolute
+      if [ -e "$1" ] || [[ "$1" == */* ]] || [[ "$1" == *.* ]]; then
+        printf '%s/%s\n' "$PWD" "$1"
+      else
+        printf '%s\n' "$1"
+      fi
+      ;;
   esac
 }
 

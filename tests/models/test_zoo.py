@@ -253,3 +253,24 @@ def test_model_zoo_md_lists_the_registry():
     for name, arch, hub in rows:
         entry = zoo.ENTRIES[name]
         assert entry.arch.split()[0] == arch and (entry.hub or "none") == hub, name
+
+
+def test_finetune_and_feature_flags_take_hub_ids(offline, videos, tmp_path):  # noqa: F811
+    """--finetune of the fine-tuning and feature entry points accepts hf:// (and zoo names): the argument
+    checks used to refuse anything that was not an existing path, before the reader saw it."""
+    import argparse
+
+    from engine import args as cli_args
+    from engine.feature_args import add_model_and_clip_args, validate_clip_args
+    from engine.features import build_feature_encoder
+    from tests.engine.conftest import finetune_argv
+
+    argv = finetune_argv(videos, tmp_path / "ft", "--finetune", f"hf://{REPO}")
+    assert cli_args.parse("finetune", argv).finetune == f"hf://{REPO}"
+    encoder, report = build_feature_encoder("vit_nano_patch8", f"hf://{REPO}", num_frames=8, input_size=32)
+    assert "tensors loaded" in report
+    p = argparse.ArgumentParser()
+    add_model_and_clip_args(p, "list")
+    ns = p.parse_args(["--data_path", str(videos / "train.csv"), "--output_dir", str(tmp_path / "f"),
+                       "--model", "vit_nano_patch8", "--finetune", "videomae-b-k400-pt1600"])  # fmt: skip
+    assert validate_clip_args(ns).finetune == "videomae-b-k400-pt1600"
