@@ -87,7 +87,7 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument("--use_checkpoint", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--cpu_gemm", choices=CPU_GEMMS, default="onednn", help="as the entry point's flag")
+    p.add_argument("--cpu_gemm", choices=CPU_GEMMS, default="auto", help="as the entry point's flag")
     p.add_argument("--num_k", type=int, default=10, help="MM top-k (lower it for tiny clips)")
     p.add_argument("--num_f", type=int, default=10, help="hint / relation top-k (lower it for tiny clips)")
     p.add_argument(
@@ -405,7 +405,7 @@ def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict
         "teacher_precision": args.teacher_precision if mode == "distill" else None,
         "attn": b.attn,
         "compile": b.compile,
-        "cpu_gemm": b.cpu_gemm if device.type == "cpu" else None,
+        "cpu_gemm": args.cpu_gemm if device.type == "cpu" else None,  # auto resolved by the entry point
         "print_freq": b.print_freq,
         "steps": b.steps,
         "sec_per_step": round(sec, 4),

@@ -13,7 +13,10 @@ What it covers: every ``F.linear`` (all of the ViT's, the alignment modules', th
 under `autocast_context(cpu, "fp32")` when `enabled()`: CPU float32 tensors, autocast off, not
 inside ``torch.compile`` tracing (inductor picks its own kernels). Everything else (CUDA, bf16
 and fp16, which torch already sends to oneDNN on the CPU) goes to ``F.linear`` unchanged.
-``--cpu_gemm blas`` (`set_enabled(False)`) turns it off.
+``--cpu_gemm blas`` (`set_enabled(False)`) turns it off; ``--cpu_gemm auto`` (the default) takes
+oneDNN only where it was measured faster than torch's BLAS (`preferred`). Should the oneDNN op fail
+at call time (a torch build that changed it), the layer falls back to torch's own ``F.linear`` and
+the process stays on BLAS, with one warning.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import platform
 import threading
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +35,18 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import flop_registry, register_flop_formula
 
-__all__ = ["CPU_GEMMS", "available", "checkpoint_contexts", "cpu_linear", "enabled", "set_enabled"]
+__all__ = [
+    "CPU_GEMMS",
+    "available",
+    "checkpoint_contexts",
+    "cpu_linear",
+    "enabled",
+    "preferred",
+    "resolve",
+    "set_enabled",
+]
 
-CPU_GEMMS = ("onednn", "blas")
+CPU_GEMMS = ("auto", "onednn", "blas")
 _STATE = {"enabled": True}
 _ACTIVE = threading.local()  # how many oneDNN contexts this thread is in
 
@@ -48,6 +62,36 @@ def available() -> bool:
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
+
+
+def _amd() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in fh)
+    except OSError:
+        return False
+
+
+@functools.cache
+def preferred() -> str:
+    """``--cpu_gemm auto``: the back-end measured faster on this CPU class, else torch's own BLAS.
+
+    Measured (benchmarks/bench_compare.py, the distillation step through the trainer, 2-core AMD
+    EPYC Zen 5 VM): oneDNN 1.7x BLAS with AVX-512; 0.96x with the kernels restricted to AVX2
+    (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``), where MKL
+    and oneDNN run the same AVX2 kernels. Intel CPUs (MKL takes AVX-512 there) are unmeasured, so
+    they keep BLAS. Hence oneDNN only on AMD CPUs whose kernels may use AVX-512.
+    """
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and (not isa or "AVX512" in isa or isa == "ALL")
+    return "onednn" if available() and avx512 and _amd() else "blas"
+
+
+def resolve(choice: str) -> str:
+    """``auto`` -> `preferred`; ``onednn`` -> ``blas`` where the op is missing (non-x86 builds)."""
+    if choice == "auto":
+        return preferred()
+    return "blas" if choice == "onednn" and not available() else choice
 
 
 def set_enabled(on: bool) -> None:
@@ -123,8 +167,22 @@ class _OneDNNLinearMode(TorchFunctionMode):
                 needs_grad = torch.is_grad_enabled() and any(
                     t is not None and t.requires_grad for t in (x, weight, bias)
                 )
-                return _Linear.apply(x, weight, bias) if needs_grad else _gemm(x, weight, bias)
+                try:
+                    return _Linear.apply(x, weight, bias) if needs_grad else _gemm(x, weight, bias)
+                except (RuntimeError, AttributeError) as err:  # the private op changed or is gone
+                    _fall_back(err)
         return func(*args, **kwargs)
+
+
+def _fall_back(err: BaseException) -> None:
+    """From now on torch's BLAS: ``F.linear`` computes what the oneDNN op did not."""
+    set_enabled(False)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    warnings.warn(
+        f"oneDNN float32 linear failed ({first}); using torch's BLAS from here on (--cpu_gemm blas)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def cpu_linear() -> contextlib.AbstractContextManager:

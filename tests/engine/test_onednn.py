@@ -176,3 +176,69 @@ def test_the_flag_rejects_other_values(videos, teacher_ckpt, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_args.parse("distill", distill_argv(videos, teacher_ckpt, tmp_path, "--cpu_gemm", "mkl"))
     assert "--cpu_gemm: invalid choice: 'mkl'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def cpu_class(monkeypatch):
+    """Pretend to be another CPU class: (AVX capability, AMD or not)."""
+
+    def pretend(capability: str, amd: bool) -> None:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        monkeypatch.setattr(onednn, "_amd", lambda: amd)
+        onednn.preferred.cache_clear()
+
+    yield pretend
+    onednn.preferred.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "capability, amd, isa, expected",
+    [
+        ("AVX512", True, "", "onednn"),  # measured 1.7x BLAS (AMD Zen 5)
+        ("AVX2", True, "", "blas"),  # measured 0.96x: oneDNN would be slower
+        ("AVX512", True, "AVX2", "blas"),  # oneDNN's own kernels restricted to AVX2
+        ("AVX512", False, "", "blas"),  # Intel: MKL runs AVX-512 itself; unmeasured, torch's path
+    ],
+)
+def test_auto_takes_onednn_only_where_it_was_measured_faster(
+    cpu_class, monkeypatch, videos, teacher_ckpt, tmp_path, capability, amd, isa, expected
+):
+    cpu_class(capability, amd)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    args = cli_args.parse("distill", distill_argv(videos, teacher_ckpt, tmp_path))  # the default: auto
+    assert args.cpu_gemm == expected  # what the run used, as args.json records it
+    setup(args)
+    assert onednn.enabled() == (expected == "onednn")
+    explicit = cli_args.parse("distill", distill_argv(videos, teacher_ckpt, tmp_path, "--cpu_gemm", "onednn"))
+    assert explicit.cpu_gemm == "onednn"
+
+
+def test_auto_under_the_avx2_emulation_is_blas():
+    """The same rule in a fresh process restricted to AVX2 kernels as the issue's emulation does."""
+    import subprocess
+    import sys
+
+    from tests.engine.conftest import ROOT
+
+    code = "import models.onednn as o; print(o.resolve('auto'))"
+    env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, **env})  # fmt: skip
+    assert out.stdout.strip() == "blas", out.stderr[-2000:]
+
+
+def test_a_failing_onednn_op_falls_back_to_blas_with_one_warning(monkeypatch):
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(3, 16, requires_grad=True)
+    want = F.linear(x, layer.weight, layer.bias)
+
+    def broken(*_):
+        raise RuntimeError("mkldnn::_linear_pointwise: no such schema\nsecond line")
+
+    monkeypatch.setattr(onednn, "_gemm", broken)
+    with pytest.warns(RuntimeWarning, match=r"oneDNN float32 linear failed \(mkldnn::_linear_pointwise: no such schema\)"):
+        with autocast_context("cpu", "fp32"):
+            got = layer(x)
+    torch.testing.assert_close(got, want)
+    got.sum().backward()
+    assert x.grad is not None and not onednn.enabled()  # the rest of the run stays on BLAS
