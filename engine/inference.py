@@ -32,7 +32,7 @@ from datasets.transforms import build_eval_transform
 from engine.args import UsageError
 from engine.loop import video_to_device
 from models import hf
-from models.convert import _build, _load_strict, _metadata, _source_kind
+from models.convert import build_model, load_strict, recorded_metadata, source_kind
 from models.weights import deepspeed_model_file, read_hf_config, read_state_dict
 from models.zoo import resolve
 
@@ -73,7 +73,7 @@ def load_classifier(
     # ...): irrelevant here, and stdout carries only the result (--json)
     with contextlib.redirect_stdout(io.StringIO()):
         state = read_state_dict(local)
-    kind = _source_kind(state)
+    kind = source_kind(state)
     if kind != "classification" or "head.weight" not in state:
         raise UsageError(
             f"--checkpoint {src} holds {kind} weights without a classifier head; "
@@ -93,10 +93,10 @@ def load_classifier(
         num_classes=None,
     )
     try:
-        model = _build(src, state, kind, opts, model_args)
+        model = build_model(src, state, kind, opts, model_args)
     except (ValueError, TypeError) as err:
         raise UsageError(f"--checkpoint {src}: {err}; adjust --num_frames / --input_size") from None
-    _load_strict(model, state, src)
+    load_strict(model, state, src)
     return Classifier(model.eval().requires_grad_(False), names, recorded)
 
 
@@ -110,7 +110,7 @@ def _describe(local: str) -> tuple[dict | None, dict, list[str] | None]:
         names = [str(id2label[k]) for k in keys] if keys and set(keys) == set(id2label) else None
         recorded = {"num_frames": kwargs["all_frames"], "input_size": kwargs["img_size"]}
         return {"name": name, "kwargs": kwargs}, recorded, names
-    meta = _metadata(local)
+    meta = recorded_metadata(local)
     args = meta.get("args") or {}
     recorded = {k: args[k] for k in RECORDED if isinstance(args.get(k), int) and args[k] > 0}
     if isinstance(args.get("model"), str):

@@ -31,7 +31,7 @@ class ConvertError(CheckpointError):
     """A conversion that cannot be done as asked; the message says what to pass."""
 
 
-def _source_kind(state: dict[str, Tensor]) -> str:
+def source_kind(state: dict[str, Tensor]) -> str:
     if any(k.startswith("student.") for k in state):
         return "distilled"
     if any(k.startswith("decoder.") for k in state):
@@ -48,7 +48,7 @@ def _model_state(state: dict[str, Tensor], kind: str) -> dict[str, Tensor]:
     return {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
 
 
-def _metadata(src: str) -> dict:
+def recorded_metadata(src: str) -> dict:
     """What a file records beside its weights: ``model_args`` and the training ``args``."""
     if os.path.isdir(src):
         return {}
@@ -62,7 +62,7 @@ def _metadata(src: str) -> dict:
     return {"model_args": ckpt.get("model_args"), "args": ckpt.get("args") or {}}
 
 
-def _build(
+def build_model(
     src: str, state: dict[str, Tensor], kind: str, opts: argparse.Namespace, model_args: dict | None
 ) -> nn.Module:
     """Our model for ``state``: from the checkpoint's ``model_args`` or from --model and the sizes."""
@@ -102,7 +102,7 @@ def _build(
     return timm.create_model(opts.model, **sizes)
 
 
-def _load_strict(model: nn.Module, state: dict[str, Tensor], src: str) -> None:
+def load_strict(model: nn.Module, state: dict[str, Tensor], src: str) -> None:
     own = model.state_dict()
     if kind_has_unused_norm(model, state):
         state = {k: v for k, v in state.items() if k != "encoder.norm.weight" and k != "encoder.norm.bias"}
@@ -163,11 +163,11 @@ def _write_folder(out_dir: str, config: dict, state: dict[str, Tensor]) -> None:
 def to_hf_folder(src: str, out_dir: str, opts: argparse.Namespace) -> str:
     """Writes ``out_dir`` for transformers' ``from_pretrained``; returns the exported class name."""
     state = read_state_dict(src)
-    kind = _source_kind(state)
+    kind = source_kind(state)
     state = _model_state(state, kind)
-    meta = _metadata(src)
-    model = _build(src, state, kind, opts, meta.get("model_args"))
-    _load_strict(model, state, src)
+    meta = recorded_metadata(src)
+    model = build_model(src, state, kind, opts, meta.get("model_args"))
+    load_strict(model, state, src)
     export_state, hf_kind = hf.to_hf(model.state_dict())
     args = meta.get("args") or {}
     names = _class_names(args, opts.class_names, model.num_classes) if hf_kind == "classification" else None
@@ -186,7 +186,7 @@ def from_hf_file(src_dir: str, out_path: str) -> str:
     state = read_state_dict(src_dir)
     name, kwargs = hf.model_kwargs(config)
     model = registry.rebuild({"name": name, "kwargs": kwargs})
-    _load_strict(model, dict(state), src_dir)
+    load_strict(model, dict(state), src_dir)
     model_args = {"name": name, "kwargs": kwargs}
     tmp = f"{out_path}.tmp{os.getpid()}"
     try:

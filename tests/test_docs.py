@@ -39,6 +39,7 @@ def test_documented_flags_are_accepted():
         "engine/feature_args.py",
         "models/convert.py",
         "models/zoo.py",
+        "run_inference.py",
         "benchmarks/bench_data.py",
         "benchmarks/bench_model.py",
         "benchmarks/bench_compare.py",
