@@ -76,11 +76,12 @@ def _amd() -> bool:
 def preferred() -> str:
     """``--cpu_gemm auto``: the back-end measured faster on this CPU class, else torch's own BLAS.
 
-    Measured (benchmarks/bench_compare.py, the distillation step through the trainer, 2-core AMD
-    EPYC Zen 5 VM): oneDNN 1.7x BLAS with AVX-512; 0.96x with the kernels restricted to AVX2
-    (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``), where MKL
-    and oneDNN run the same AVX2 kernels. Intel CPUs (MKL takes AVX-512 there) are unmeasured, so
-    they keep BLAS. Hence oneDNN only on AMD CPUs whose kernels may use AVX-512.
+    Measured (benchmarks/bench_compare.py, the fp32 distillation step through the trainer, 2-core
+    AMD EPYC Zen 5 VM): oneDNN 1.72x BLAS with AVX-512. With the kernels restricted to AVX2
+    (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``) two
+    measurements disagree within the machine's noise (0.96x and 1.07x, median of the pairs), and a
+    real AVX2-only CPU is unmeasured: there torch's own BLAS stays, as it does on Intel CPUs (MKL
+    takes AVX-512 there; unmeasured). Hence oneDNN only on AMD CPUs whose kernels may use AVX-512.
     """
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and (not isa or "AVX512" in isa or isa == "ALL")
