@@ -199,6 +199,13 @@ def _masking(p: argparse.ArgumentParser, default_ratio: float) -> None:
     g = p.add_argument_group("masking")
     g.add_argument("--mask_type", default="tube", choices=("tube", "random"))
     g.add_argument("--mask_ratio", type=float, default=default_ratio)
+    g.add_argument(
+        "--num_sample",
+        type=int,
+        default=1,
+        help="repeated sampling: clips (own crop and mask) per decoded video; a batch holds "
+        "--batch_size x num_sample clips, while epochs, --batch_size and the lr scaling count videos",
+    )
 
 
 def build_parser(mode: str) -> argparse.ArgumentParser:
@@ -437,6 +444,7 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
         args.weight_decay_end = args.weight_decay
     if mode in ("pretrain", "distill"):
         _check(0 <= args.mask_ratio < 1, f"--mask_ratio must be in [0, 1), got {args.mask_ratio}")
+        _check(args.num_sample >= 1, f"--num_sample must be >= 1, got {args.num_sample}")
         _check(bool(args.data_path), "--data_path is required: the list file of training videos")
         _check(
             os.path.isfile(args.data_path),
