@@ -32,6 +32,7 @@ def build_pretraining_dataset(
     tubelet_size: int = 2,
     mask_type: str = "tube",
     mask_ratio: float = 0.9,
+    num_sample: int = 1,
     decoder: Decoder = "auto",
     max_bad_fraction: float = 0.5,
     seed: int = 0,
@@ -42,7 +43,8 @@ def build_pretraining_dataset(
     Items: ``{"video": float32 [3, T, S, S], "mask": bool [N], "n_bad": int}`` with T = num_frames,
     S = input_size, N = (T / tubelet_size) · (S / patch_size)². ``normalize=False``: ``video`` is
     the uint8 clip, which the training tasks normalise on the device (:mod:`engine.tasks`;
-    distillation only the visible tubelets).
+    distillation only the visible tubelets). ``num_sample`` R > 1: each item holds R clips of one
+    decoded window, ``video`` ``[R, 3, T, S, S]`` and ``mask`` ``[R, N]`` (see `PretrainDataset`).
     """
     if num_frames % tubelet_size or input_size % patch_size:
         raise ValueError(
@@ -59,7 +61,10 @@ def build_pretraining_dataset(
         seed=seed,
     )
     return PretrainDataset(
-        clips, PretrainTransform(input_size, normalize), build_mask_generator(mask_type, grid, mask_ratio)
+        clips,
+        PretrainTransform(input_size, normalize),
+        build_mask_generator(mask_type, grid, mask_ratio),
+        num_sample,
     )
 
 

@@ -1,10 +1,11 @@
-"""Pre-training / distillation dataset: one masked clip per video."""
+"""Pre-training / distillation dataset: masked clips, one or ``num_sample`` per decoded video."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import Dataset
 
+from .collate import stack_in_memory_order
 from .loading import TrainClips, read_clip
 from .masking import RandomMaskingGenerator, TubeMaskingGenerator
 from .transforms import PretrainTransform
@@ -15,6 +16,11 @@ class PretrainDataset(Dataset):
 
     ``video`` is float32 (normalised) or uint8, as the transform returns. N = T/tubelet · (S/patch)²; ``n_bad`` counts unreadable files skipped to build the item.
     Call :meth:`set_epoch` every epoch so clips, crops and masks change between epochs.
+
+    ``num_sample`` R > 1 (repeated sampling): the video's window is decoded once and the item holds
+    R clips of those frames with independent crops and masks, ``video`` ``[R, 3, T, S, S]`` and
+    ``mask`` ``[R, N]`` (`collate_batch` flattens them to B·R clips). The first of the R is the
+    R = 1 item of the same (seed, epoch, index): the draws continue one generator in order.
     """
 
     def __init__(
@@ -22,10 +28,14 @@ class PretrainDataset(Dataset):
         clips: TrainClips,
         transform: PretrainTransform,
         mask_generator: TubeMaskingGenerator | RandomMaskingGenerator,
+        num_sample: int = 1,
     ) -> None:
+        if num_sample < 1:
+            raise ValueError(f"num_sample must be at least 1, got {num_sample}")
         self.clips = clips
         self.transform = transform
         self.mask_generator = mask_generator
+        self.num_sample = num_sample
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -35,6 +45,14 @@ class PretrainDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, object]:
         frames, _, n_bad, rng = self.clips.load(index, read_clip)
-        video = self.transform(frames, rng)
-        mask = torch.from_numpy(self.mask_generator(rng))
-        return {"video": video, "mask": mask, "n_bad": n_bad}
+        views, masks = [], []
+        for _ in range(self.num_sample):  # crop then mask, per clip: clip 0 draws as the R = 1 item
+            views.append(self.transform(frames, rng))
+            masks.append(torch.from_numpy(self.mask_generator(rng)))
+        if self.num_sample == 1:
+            return {"video": views[0], "mask": masks[0], "n_bad": n_bad}
+        return {
+            "video": stack_in_memory_order(views, shared=False),
+            "mask": torch.stack(masks),
+            "n_bad": n_bad,
+        }

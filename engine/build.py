@@ -173,7 +173,8 @@ def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionT
 
 
 def build_masked_clips(args: argparse.Namespace, model: PretrainVisionTransformer):
-    """The pre-training / distillation dataset: masked clips tokenised like ``model``."""
+    """The pre-training / distillation dataset: masked clips tokenised like ``model``, ``--num_sample``
+    of them per decoded video (a batch of ``--batch_size`` videos then holds batch_size x num_sample clips)."""
     from datasets import build_pretraining_dataset
 
     return build_pretraining_dataset(
@@ -186,6 +187,7 @@ def build_masked_clips(args: argparse.Namespace, model: PretrainVisionTransforme
         tubelet_size=model.tubelet_size,
         mask_type=args.mask_type,
         mask_ratio=args.mask_ratio,
+        num_sample=args.num_sample,
         decoder=args.decoder,
         max_bad_fraction=args.max_bad_fraction,
         seed=args.seed,
