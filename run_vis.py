@@ -3,6 +3,11 @@ attention of a query token and the MM-hint token selection, for a student and a 
 
     python run_vis.py --video v.mp4 --output_dir vis/ --model_path student.pth --teacher_path teacher.pth \
         --model pretrain_videomae_small_patch16_224 --model_t pretrain_videomae_base_patch16_224
+
+MaskAgain's command line (its ``scripts/vis_kd.sh``) runs unchanged too:
+
+    python run_vis.py --mask_ratio 0.0 --num_k 10 --idx 118 --idx_f 0 --mask_type tube --decoder_depth 0 \
+        --model pretrain_videomae_base_patch16_224 v.mp4 vis/ student.pth
 """
 
 from __future__ import annotations
@@ -11,100 +16,80 @@ import argparse
 import os
 import sys
 
-import numpy as np
-import timm
-import torch
-import torchvision.transforms.v2.functional as TF
-
-import models  # noqa: F401
-from datasets import build_mask_generator
-from datasets.decoding import open_video
-from engine.args import UsageError
+from engine.args import OneLineParser, UsageError
+from engine.args_compat import UNUSED
 from engine.cli import run
 from engine.visualize import (
+    add_vis_arguments,
+    draw_mask,
+    finish_vis_arguments,
+    load_clip,
+    load_pretrain_model,
     masked_frames,
     overlay,
+    pick_device,
+    query_token,
     reconstruct,
+    save_image,
     selection_maps,
     stack_rows,
     strip,
+    to_uint8,
     to_uint8_frames,
 )
-from models.targets import IMAGENET_MEAN, IMAGENET_STD
-from models.weights import read_state_dict
+
+DIFFERENCE = (
+    "note: the maps are labelled strips (one image per tube, heads averaged) in frames.png ... grid.png; "
+    "the reference's run_vis.py drew head 0 per frame with matplotlib (att_globle{f}.jpg, att_frame{f}.jpg, "
+    "feature{f}.jpg)"
+)
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--video", "--img_path", dest="video", required=True)
-    p.add_argument("--output_dir", "--save_path", dest="output_dir", required=True)
-    p.add_argument("--model_path", required=True, help="student (or any) checkpoint")
-    p.add_argument("--teacher_path", default=None, help="second checkpoint shown beside the first")
-    p.add_argument("--model", default="pretrain_videomae_small_patch16_224")
-    p.add_argument("--model_t", default="pretrain_videomae_base_patch16_224")
-    p.add_argument(
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = OneLineParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    add_vis_arguments(p, mask_type="tube", mask_ratio=0.9, model="pretrain_videomae_small_patch16_224")
+    g = p.add_argument_group("MMKD")
+    g.add_argument("--teacher_path", default=None, help="second checkpoint shown beside the first")
+    g.add_argument("--model_t", default="pretrain_videomae_base_patch16_224")
+    g.add_argument(
         "--idx", type=int, default=20, help="query token within its temporal slice's visible tokens"
     )
-    p.add_argument("--idx_f", type=int, default=3, help="temporal slice of the query token")
-    p.add_argument("--num_k", type=int, default=10)
-    p.add_argument("--num_f", type=int, default=10)
-    p.add_argument("--kd_T", type=float, default=1.0)
-    p.add_argument("--mask_type", default="tube", choices=("tube",))
-    p.add_argument("--mask_ratio", type=float, default=0.9)
-    p.add_argument("--num_frames", type=int, default=16)
-    p.add_argument("--sampling_rate", type=int, default=4)
-    p.add_argument("--input_size", type=int, default=224)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--decoder", default="auto", choices=("auto", "decord", "pyav"))
-    args = p.parse_args(argv)
-    if not os.path.isfile(args.video):
-        raise UsageError(f"--video {args.video!r} does not exist")
+    g.add_argument("--idx_f", type=int, default=3, help="temporal slice of the query token")
+    g.add_argument("--num_k", type=int, default=10)
+    g.add_argument("--num_f", type=int, default=10)
+    g.add_argument("--kd_T", type=float, default=1.0)
+    g.add_argument("--module_path", default=None, help=f"{UNUSED} (MaskAgain's run_vis.py never reads it)")
+    args = finish_vis_arguments(p.parse_intermixed_args(argv))
+    if args.teacher_path is not None and not os.path.exists(args.teacher_path):
+        raise UsageError(f"--teacher_path {args.teacher_path!r} does not exist")
     return args
 
 
-def load_clip(args) -> torch.Tensor:
-    """Centre clip, short side resized to --input_size and centre-cropped: [3, T, S, S] normalised."""
-    with open_video(args.video, args.decoder) as reader:
-        n = len(reader)
-        span = args.num_frames * args.sampling_rate
-        start = max(0, (n - span) // 2)
-        idx = np.minimum(start + np.arange(args.num_frames) * args.sampling_rate, n - 1)
-        frames = reader.get_frames(idx.tolist()).permute(0, 3, 1, 2)  # [T, 3, H, W] uint8
-    frames = TF.center_crop(TF.resize(frames, args.input_size, antialias=True), [args.input_size] * 2)
-    x = TF.normalize(frames.float() / 255, IMAGENET_MEAN, IMAGENET_STD)
-    return x.permute(1, 0, 2, 3)
-
-
-def load_model(name: str, path: str, args) -> models.PretrainVisionTransformer:
-    state = read_state_dict(path)
-    state = {k.removeprefix("student."): v for k, v in state.items() if not k.startswith("heads.")}
-    depth = len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})
-    model = timm.create_model(name, decoder_depth=depth, img_size=args.input_size, num_frames=args.num_frames)
-    if depth == 0:
-        state = {k: v for k, v in state.items() if not k.startswith("encoder.norm.")}
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    video = load_clip(args)
-    pairs = [("student", args.model, args.model_path)]
+    device = pick_device(args.device)
+    pairs = [("student", args.model, args.model_path, args.decoder_depth)]
     if args.teacher_path:
-        pairs.append(("teacher", args.model_t, args.teacher_path))
-    nets = {label: load_model(name, path, args) for label, name, path in pairs}
+        pairs.append(("teacher", args.model_t, args.teacher_path, None))
+    nets = {
+        label: load_pretrain_model(
+            name, path, img_size=args.input_size, num_frames=args.num_frames, decoder_depth=depth,
+            drop_path=args.drop_path,
+        ).to(device)
+        for label, name, path, depth in pairs
+    }  # fmt: skip
     first = next(iter(nets.values()))
     grid, tubelet = first.encoder.grid_size, first.tubelet_size
-    mask = torch.as_tensor(
-        build_mask_generator(args.mask_type, grid, args.mask_ratio)(np.random.default_rng(args.seed))
-    )
-    visible_per_slice = int((~mask[: grid[1] * grid[2]]).sum())
-    if not 0 <= args.idx < visible_per_slice or not 0 <= args.idx_f < grid[0]:
+    if any((n.encoder.grid_size, n.tubelet_size) != (grid, tubelet) for n in nets.values()):
         raise UsageError(
-            f"--idx must be < {visible_per_slice} and --idx_f < {grid[0]} for this clip and mask"
+            "--model and --model_t must share patch and tubelet sizes: one mask is drawn for both"
         )
-    query = args.idx_f * visible_per_slice + args.idx
+    video = load_clip(args.video, args.num_frames, args.sampling_rate, args.input_size, args.decoder)
+    video = video.to(device)
+    mask = draw_mask(args.mask_type, grid, args.mask_ratio, args.seed).to(device)
+    query = query_token(mask, grid, args.idx_f, args.idx)
     frames = to_uint8_frames(video)
+    print(DIFFERENCE)
     os.makedirs(args.output_dir, exist_ok=True)
     rows = {
         "frames": strip(frames[::tubelet][: grid[0]], "input frames"),
@@ -112,7 +97,7 @@ def main(argv=None) -> dict:
     }
     for label, net in nets.items():
         if net.decoder_depth:
-            rec = to_uint8_frames(reconstruct(net, video, mask))
+            rec = to_uint8(reconstruct(net, video, mask))
             rows[f"{label}_reconstruction"] = strip(
                 rec[::tubelet][: grid[0]], f"{label}: VideoMAE reconstruction"
             )
@@ -123,7 +108,7 @@ def main(argv=None) -> dict:
     written = {}
     for name, image in rows.items():
         path = os.path.join(args.output_dir, f"{name}.png")
-        image.save(path)
+        save_image(image, path)
         written[path] = image.size
     grid_path = os.path.join(args.output_dir, "grid.png")
     print(f"wrote {len(written)} images to {args.output_dir} (combined: {grid_path})")
