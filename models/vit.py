@@ -406,7 +406,7 @@ class Decoder(nn.Module):
 
     def forward(self, x: Tensor, num_masked: int) -> Tensor:
         x, _ = _run_blocks(self.blocks, x, self.use_checkpoint)
-        return self.head(self.norm(x[:, -num_masked:]))
+        return self.head(self.norm(x[:, x.shape[1] - num_masked :]))  # [B, num_masked, p*p*t*3]; 0 -> none
 
 
 class PretrainVisionTransformer(nn.Module):

@@ -246,7 +246,7 @@ def main() -> None:
     vis_dir = out / "figures"
     test_video = (data / "test.csv").read_text().split("\n")[0].rsplit(" ", 1)[0]
     stages.append(run_stage("attention visualisation", py + ["run_vis.py", "--video", str(data / test_video),
-        "--output_dir", str(vis_dir), "--model_path", distilled, "--teacher_path", teacher,
+        "--output_dir", str(vis_dir), "--model_path", distilled, "--teacher_path", teacher, "--device", a.device,
         "--model", "pretrain_videomae_pico_patch8", "--model_t", "pretrain_videomae_nano_patch8",
         "--num_frames", str(a.num_frames), "--sampling_rate", "2", "--input_size", str(a.input_size),
         "--idx", "2", "--idx_f", "1", "--num_k", "4", "--num_f", "8", "--mask_ratio", "0.75"],

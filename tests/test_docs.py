@@ -40,6 +40,8 @@ def test_documented_flags_are_accepted():
         "models/convert.py",
         "models/zoo.py",
         "run_inference.py",
+        "run_videomae_vis.py",
+        "engine/visualize.py",
         "benchmarks/bench_data.py",
         "benchmarks/bench_model.py",
         "benchmarks/bench_compare.py",

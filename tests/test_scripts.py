@@ -38,7 +38,8 @@ TRAIN_FLAGS = frozenset(
 )
 # The interface of the reference's visualisation script (run_vis.py).
 VIS_FLAGS = frozenset(
-    "video output_dir model_path teacher_path model idx idx_f num_k mask_type mask_ratio".split()
+    "video output_dir model_path teacher_path model idx idx_f num_k mask_type mask_ratio decoder_depth device "
+    "input_size num_frames sampling_rate".split()
 )
 
 ENTRY_MODE = {

@@ -75,3 +75,11 @@ def test_collate_ships_the_visible_count():
     mask = _masks((4, 4, 4), "tube", 1)[0]
     batch = collate_batch([{"video": torch.zeros(3, 2, 2, 2), "mask": mask} for _ in range(3)])
     assert batch["num_visible"] == 16 and isinstance(batch["num_visible"], int)
+
+
+def test_decoder_predicts_exactly_the_hidden_positions_even_none():
+    """``x[:, -0:]`` is the whole sequence: with nothing hidden the decoder returned every token."""
+    model = timm.create_model("pretrain_videomae_pico_patch8", img_size=32, num_frames=8, decoder_depth=1)
+    x = torch.randn(2, 5, model.decoder.head.in_features)
+    assert model.decoder(x, 3).shape[1] == 3
+    assert model.decoder(x, 0).shape == (2, 0, model.decoder.head.out_features)
