@@ -200,3 +200,16 @@ def test_any_other_global_is_still_refused(tmp_path, payload):
         read_checkpoint(path)
     assert len(str(err.value).splitlines()) == 1
     assert not marker.exists()
+
+
+def test_videomae_vis_reads_a_reference_pretraining_checkpoint(videos, tmp_path, capsys):
+    """VideoMAE's vis.sh line on the file VideoMAE's pre-training wrote (its Namespace included)."""
+    from run_videomae_vis import main
+    from tests.engine.test_vis_reference_cli import reference_argv
+
+    source = _pretrain("nano", decoder_depth=1, seed=8)
+    path = save_model_layout(source, tmp_path / "checkpoint-1599.pth")
+    video = sorted((videos / "videos").rglob("*.mp4"))[0]
+    files = {"VIDEO_PATH": str(video), "OUTPUT_DIR": str(tmp_path / "vis"), "MODEL_PATH": str(path)}
+    written = main(reference_argv("VideoMAE:vis.sh", files))
+    assert len(written) == 3 * 8 and f"{path}: read 'model'" in capsys.readouterr().out
