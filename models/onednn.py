@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 CPU_GEMMS = ("auto", "onednn", "blas")
-_STATE = {"enabled": True}
+_STATE: dict[str, bool | None] = {"enabled": None}  # None: --cpu_gemm auto's choice (`preferred`)
 _ACTIVE = threading.local()  # how many oneDNN contexts this thread is in
 
 
@@ -96,12 +96,15 @@ def resolve(choice: str) -> str:
 
 
 def set_enabled(on: bool) -> None:
-    """Route float32 CPU linear layers to oneDNN (True, the default) or to torch's BLAS (False)."""
+    """Route float32 CPU linear layers to oneDNN (True) or to torch's BLAS (False)."""
     _STATE["enabled"] = bool(on)
 
 
 def enabled() -> bool:
-    return _STATE["enabled"] and available()
+    """Whether float32 CPU linear layers go to oneDNN: `set_enabled`'s choice, else ``auto``'s (so the
+    tools that build no training run, e.g. run_inference.py and run_vis.py, follow the same rule)."""
+    on = _STATE["enabled"]
+    return (preferred() == "onednn" if on is None else on) and available()
 
 
 def _gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

@@ -242,3 +242,12 @@ def test_a_failing_onednn_op_falls_back_to_blas_with_one_warning(monkeypatch):
     torch.testing.assert_close(got, want)
     got.sum().backward()
     assert x.grad is not None and not onednn.enabled()  # the rest of the run stays on BLAS
+
+
+def test_without_a_training_run_the_auto_rule_holds(cpu_class):
+    """run_inference.py / run_vis.py call no setup(): they used oneDNN wherever it was available."""
+    onednn._STATE["enabled"] = None  # a fresh process: nobody chose
+    cpu_class("AVX2", True)
+    assert not onednn.enabled()
+    cpu_class("AVX512", True)
+    assert onednn.enabled()
