@@ -5,7 +5,8 @@ Every reader has ``__len__``, ``fps`` and ``get_frames(indices, size=None)`` ret
 into :class:`~datasets.errors.VideoDecodeError`, so callers catch exactly one type.
 
 ``decoder="auto"`` uses PyAV and falls back to decord (when installed) for a file PyAV fails on (at
-open or while decoding); ``"decord"`` / ``"pyav"`` force one back-end. PyAV comes first because it
+open or while decoding); ``"decord"`` / ``"pyav"`` force one back-end; ``"torchcodec"`` (optional,
+:mod:`datasets.decoding_torchcodec`) uses the PyTorch project's decoder. PyAV comes first because it
 decodes only what a clip needs (see :class:`PyAVVideo`); decord decodes every frame up to the last
 one asked for, has had no release since 2021 and returns a wrong frame after seeking in MPEG-4
 part 2 files with B-frames.
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from .decoding_torchcodec import PYAV_CODECS, TorchCodecVideo, torchcodec_problem
 from .errors import VideoDecodeError
 from .frames import FrameFolder
 
@@ -33,8 +35,8 @@ try:
 except ImportError:  # decord has no wheels for some platforms; PyAV covers them.
     decord = None
 
-Decoder = Literal["auto", "decord", "pyav"]
-DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
+Decoder = Literal["auto", "decord", "pyav", "torchcodec"]
+DECODERS: tuple[str, ...] = ("auto", "decord", "pyav", "torchcodec")
 
 logger = logging.getLogger("datasets")
 
@@ -66,6 +68,8 @@ def check_decoder(decoder: str) -> None:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if decoder == "decord" and decord is None:
         raise ImportError("decoder='decord' needs the decord package; install it or use decoder='auto'")
+    if decoder == "torchcodec" and torchcodec_problem() is not None:
+        raise ImportError(torchcodec_problem())
 
 
 def open_video(
@@ -75,7 +79,7 @@ def open_video(
 
     Args:
         path: video file or directory of frames.
-        decoder: ``"auto"`` (PyAV, decord fallback), ``"decord"`` or ``"pyav"``.
+        decoder: ``"auto"`` (PyAV, decord fallback), ``"decord"``, ``"pyav"`` or ``"torchcodec"``.
         num_frames: frame count of a frame folder as listed (``None``: count the images).
 
     Raises:
@@ -98,6 +102,12 @@ def open_video(
         return PyAVVideo(path)
     if decoder == "decord":
         return DecordVideo(path)
+    if decoder == "torchcodec":
+        reader = TorchCodecVideo(path)
+        if reader.codec not in PYAV_CODECS:
+            return reader
+        reader.close()  # a codec torchcodec mis-seeks in: PyAV's frames instead
+        return PyAVVideo(path)
     return _FallbackVideo(path)
 
 

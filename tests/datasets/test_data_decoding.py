@@ -12,9 +12,11 @@ import torch
 
 from datasets import VideoDecodeError, decoding
 from datasets.decoding import PyAVVideo, check_decoder, open_video
+from datasets.decoding_torchcodec import torchcodec_problem
 from datasets.frames import FrameFolder
 
 needs_decord = pytest.mark.skipif(decoding.decord is None, reason="decord is not installed")
+needs_torchcodec = pytest.mark.skipif(torchcodec_problem() is not None, reason=str(torchcodec_problem()))
 
 
 def _encode(path: Path, codec: str, frames: int = 30, bframes: int = 0) -> str:
@@ -149,7 +151,15 @@ def test_auto_without_decord(video_path: str, monkeypatch: pytest.MonkeyPatch) -
         check_decoder("opencv")
 
 
-@pytest.mark.parametrize("decoder", ["auto", "pyav", pytest.param("decord", marks=needs_decord)])
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        "auto",
+        "pyav",
+        pytest.param("decord", marks=needs_decord),
+        pytest.param("torchcodec", marks=needs_torchcodec),
+    ],
+)
 @pytest.mark.parametrize(
     "kind", ["empty", "truncated", "garbage", "codec", "corrupt", "missing", "symlink_loop", "directory"]
 )
