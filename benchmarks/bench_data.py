@@ -19,7 +19,18 @@ inter-process transfer), and ``ratio_per_core`` = ours / reference: clips per CP
 ``--csv LIST`` measures the videos of a list file instead (a user's own data, e.g. long key-frame
 interval files); ``--transcoded LIST2`` adds ``ours_<decoder>_transcoded`` rows (ours on the copies
 :mod:`datasets.transcode` wrote, compared with the reference on the originals of ``--csv``).
-Usage: ``python3 benchmarks/bench_data.py [--quick] [--workers N] [--csv LIST [--transcoded LIST2]]``.
+``--decoders`` may name ``torchcodec`` (optional: the PyTorch project's decoder, used when it loads).
+
+``--per_core`` (the cores-per-GPU table, README §9) instead prints ONE JSON line with
+``clips_per_s_per_core``: clips/s of ``--cores`` C processes (the main process and C - 1 DataLoader
+workers, one thread each; C = 1: everything in the main process) divided by C, per pipeline, for
+one ``--recipe``: ``pretrain`` (pre-training / distillation, 16x4, tube mask 0.9, ``--num_sample`` R
+clips per decoded video), ``finetune`` (16x4, RandAugment m7-n4, R views; random erasing runs on
+the device) or ``test`` (5 clips x 3 crops per video, read in order as the test loop does). Also
+``clips_per_cpu_s`` (clips per CPU-second of all processes, less sensitive to other load) and
+``cores_per_gpu``: the cores that feed one H200 at 10 % and 40 % MFU of the distillation step.
+Usage: ``python3 benchmarks/bench_data.py [--quick] [--workers N] [--csv LIST [--transcoded LIST2]]``
+or ``python3 benchmarks/bench_data.py --per_core --csv LIST [--transcoded LIST2] [--num_sample R]``.
 """
 
 from __future__ import annotations
@@ -35,23 +46,31 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, default_collate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets import (  # noqa: E402
     TubeMaskingGenerator,
+    build_multiview_dataset,
     build_pretraining_dataset,
     collate_batch,
     normalize_video,
 )
 from datasets.annotations import read_annotation_list  # noqa: E402
+from datasets.classification import VideoClsTrainDataset  # noqa: E402
 from datasets.crops import sample_multi_scale_crop  # noqa: E402
-from datasets.sampling import pretrain_indices  # noqa: E402
+from datasets.decoding import DECODERS, check_decoder  # noqa: E402
+from datasets.loading import TrainClips  # noqa: E402
+from datasets.sampling import ClipSampler, pretrain_indices  # noqa: E402
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, FinetuneTrainTransform  # noqa: E402
 
 SIZES = {"ucf_320x240": (320, 240), "kinetics_340x256": (340, 256)}
+# The distillation step (ViT-S student, ViT-B teacher, 16x224x224, tube 0.9): bench_model.py's
+# 111.0 GFLOP per step at batch 2; one H200's dense bf16 peak.
+GFLOP_PER_CLIP = 55.5
+H200_TFLOPS = 989.0
 
 
 class ReferencePretrainClips(Dataset):
@@ -125,21 +144,38 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+class _InOrder(Sampler[int]):
+    """Items 0, 1, 2, ... (wrapping): the order the test loop reads the views in."""
+
+    def __init__(self, length: int, count: int) -> None:
+        self.length, self.count = length, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return (i % self.length for i in range(self.count))
+
+
 def clips_per_second(
-    dataset: Dataset, workers: int, clips: int, batch_size: int, collate, prepare
+    dataset: Dataset, workers: int, clips: int, batch_size: int, collate, prepare, in_order: bool = False
 ) -> tuple[float, float | None]:
     """(clips/s, CPU ms per clip of all processes) of one DataLoader run.
 
     clips/s is timed after one warm-up batch per worker (start-up is not counted). The CPU time is
     that of the workers over their whole life plus the main process over the whole loop, divided by
     every clip they made: the cost per clip wherever it was paid, independent of the worker count.
-    ``prepare`` is applied to every batch's video in the main process, inside the loop.
+    ``prepare`` is applied to every batch's video in the main process, inside the loop. ``clips``
+    counts items (an item of R samples gives R clips); ``in_order``: items in order, not at random.
     """
     warmup = batch_size * workers
-    sampler = RandomSampler(dataset, replacement=True, num_samples=warmup + clips)
+    if in_order:
+        sampler: Sampler[int] = _InOrder(len(dataset), warmup + clips)
+    else:
+        sampler = RandomSampler(dataset, replacement=True, num_samples=warmup + clips)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        worker_init_fn=_one_thread, prefetch_factor=2, timeout=120,
+        worker_init_fn=_one_thread, prefetch_factor=2 if workers else None, timeout=120 if workers else 0,
     )  # fmt: skip
     main_start = time.process_time()
     batches = iter(loader)
@@ -216,6 +252,71 @@ def _video_sets(args: argparse.Namespace, tmp: str):
         yield name, lists["pretrain"], None
 
 
+def recipe_dataset(recipe: str, list_file: str, root: str | None, decoder: str, num_sample: int) -> Dataset:
+    """The uint8 training / test input of one recipe at 16x4, 224 px, as the entry points build it."""
+    if recipe == "pretrain":
+        return build_pretraining_dataset(
+            list_file, root=root, decoder=decoder, normalize=False, num_sample=num_sample,
+            num_frames=16, sampling_rate=4, input_size=224, patch_size=16, tubelet_size=2, mask_ratio=0.9,
+        )  # fmt: skip
+    if recipe == "finetune":  # build_dataset's train split, from a list file rather than <folder>/train.csv
+        clips = TrainClips(
+            read_annotation_list(list_file, root=root), ClipSampler("train", 16, 4), decoder=decoder
+        )
+        transform = FinetuneTrainTransform(224, "rand-m7-n4-mstd0.5-inc1", normalize=False)
+        return VideoClsTrainDataset(clips, transform, num_sample)
+    return build_multiview_dataset(list_file, root=root, decoder=decoder, normalize=False)
+
+
+def cores_per_gpu(clips_per_s_per_core: float) -> dict[str, float | None]:
+    """Cores that feed one H200 running the distillation step at 10 % and 40 % MFU."""
+    if clips_per_s_per_core <= 0:
+        return {"mfu_10": None, "mfu_40": None}
+    need = {mfu: H200_TFLOPS * 1000 * mfu / GFLOP_PER_CLIP for mfu in (0.1, 0.4)}  # clips/s per GPU
+    return {f"mfu_{round(mfu * 100)}": round(rate / clips_per_s_per_core, 1) for mfu, rate in need.items()}
+
+
+def per_core(args: argparse.Namespace, prepare) -> dict[str, object]:
+    """The ``--per_core`` record: every pipeline through ``--cores`` processes, best of ``--repeats``."""
+    workers = args.cores - 1
+    sets: dict[str, dict[str, float]] = {}
+    cpu_rates: dict[str, dict[str, float | None]] = {}
+    for name, list_file, transcoded in _video_sets(args, args.tmp):
+        pipelines: dict[str, tuple[Dataset, object, object]] = {}
+        if args.recipe == "pretrain":
+            paths = [r.path for r in read_annotation_list(list_file, root=args.data_root)]
+            reference = ReferencePretrainClips(paths, 16, 4, 224, (8, 14, 14))
+            pipelines["reference"] = (reference, default_collate, _unchanged)
+        for decoder in args.decoders.split(","):
+            for suffix, ours_list in (("", list_file), ("_transcoded", transcoded)):
+                if ours_list is not None:
+                    root = args.data_root if ours_list == list_file else None
+                    ours = recipe_dataset(args.recipe, ours_list, root, decoder, args.num_sample)
+                    pipelines[f"ours_{decoder}{suffix}"] = (ours, collate_batch, prepare)
+        rates: dict[str, float] = {}
+        cpu: dict[str, float | None] = {}
+        for _ in range(args.repeats):
+            for label, (dataset, collate, prep) in pipelines.items():
+                rate, cpu_ms = clips_per_second(
+                    dataset, workers, args.clips, args.batch_size, collate, prep, in_order=args.recipe == "test"
+                )  # fmt: skip
+                rates[label] = max(rates.get(label, 0.0), rate / args.cores)
+                if cpu_ms is not None:
+                    cpu[label] = max(cpu.get(label) or 0.0, 1000 / cpu_ms)
+                else:
+                    cpu.setdefault(label, None)
+        sets[name] = {label: round(r, 2) for label, r in rates.items()}
+        cpu_rates[name] = {label: None if c is None else round(c, 2) for label, c in cpu.items()}
+    return {
+        "clips_per_s_per_core": sets,
+        "clips_per_cpu_s": cpu_rates,
+        "cores_per_gpu": {
+            name: {label: cores_per_gpu(rate) for label, rate in rows.items()} for name, rows in sets.items()
+        },
+        "gpu": {"name": "H200", "dense_bf16_tflops": H200_TFLOPS, "gflop_per_clip": GFLOP_PER_CLIP},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=30, help="videos per resolution")
@@ -224,7 +325,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is kept")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N for the multi-worker run")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--decoders", default="auto,pyav", help="our decoders to time, comma separated")
+    parser.add_argument(
+        "--decoders",
+        default="auto,pyav",
+        help=f"our decoders to time, comma separated, of {', '.join(DECODERS)}",
+    )
+    parser.add_argument(
+        "--per_core", action="store_true", help="clips/s per core and cores per GPU (see above)"
+    )
+    parser.add_argument(
+        "--cores", type=int, default=os.cpu_count() or 1, help="--per_core: processes (cores)"
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=("pretrain", "finetune", "test"),
+        default="pretrain",
+        help="--per_core: whose input",
+    )
+    parser.add_argument(
+        "--num_sample", type=int, default=1, help="--per_core: clips per decoded video (pretrain, finetune)"
+    )
     parser.add_argument(
         "--normalize_on",
         choices=("auto", "cpu", "cuda", "none"),
@@ -243,12 +363,55 @@ def main() -> None:
     args = parser.parse_args()
     if args.transcoded is not None and args.csv is None:
         parser.error("--transcoded needs --csv (the originals the reference reads)")
+    if args.cores < 1 or args.num_sample < 1:
+        parser.error(f"--cores and --num_sample must be >= 1, got {args.cores} and {args.num_sample}")
+    for decoder in args.decoders.split(","):
+        try:
+            check_decoder(decoder)
+        except (ValueError, ImportError) as err:
+            parser.error(str(err))
     if args.quick:
         args.videos, args.clips, args.repeats = 12, 32, 2
     torch.set_num_threads(1)
     if args.normalize_on == "auto":
         args.normalize_on = "cuda" if torch.cuda.is_available() else "cpu"
     prepare = _batch_normalizer(args.normalize_on)
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if args.per_core:
+        with tempfile.TemporaryDirectory() as args.tmp:
+            record = per_core(args, prepare)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        print(
+            json.dumps(
+                {
+                    "benchmark": "bench_data",
+                    "mode": "per_core",
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "cpu": cpu_name(),
+                        "torch": torch.__version__,
+                        "load_avg_1min_at_start": load_at_start,
+                        "load_avg_1min_at_end": load,
+                    },
+                    "settings": {
+                        "recipe": args.recipe,
+                        "num_sample": args.num_sample,
+                        "cores": args.cores,
+                        "workers": args.cores - 1,
+                        "threads_per_process": 1,
+                        "decoders": args.decoders,
+                        "videos": args.csv or args.videos,
+                        "transcoded": args.transcoded,
+                        "clips_per_measurement": args.clips,
+                        "repeats": args.repeats,
+                        "batch_size": args.batch_size,
+                        "normalize_on": args.normalize_on,
+                    },
+                    **record,
+                }
+            )  # fmt: skip
+        )
+        return
     settings = {"num_frames": 16, "sampling_rate": 4, "input_size": 224, "patch_size": 16, "tubelet_size": 2}
     results: dict[str, dict[str, dict[str, float]]] = {}
     ratios: dict[str, dict[str, dict[str, float]]] = {}
