@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 _NUMBERED = re.compile(r"^checkpoint-(\d+)\.pth$")
-_MID_EPOCH = re.compile(r"^checkpoint-(\d+)-(\d+)\.pth$")  # epoch, micro-batches done in it
+_MID_EPOCH = re.compile(r"^checkpoint-(\d+)-(\d+)\.pth$")  # epoch, clips of its global order done
 _TEMP_SUFFIX = ".tmp"
 
 
@@ -54,25 +54,46 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class _Recorder:
+    """A file whose first write error is kept: torch.save's C++ writer turns one into a position
+    mismatch ("unexpected pos 704 vs 598") that no longer says the disk is full or the file too large."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], what: str) -> Path:
     """Run ``write(f)`` into a temp file beside ``path``, fsync it, rename it over ``path``."""
     path = Path(path)
     tmp: Path | None = None
+    recorder = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
         # os.open with 0o666 (not mkstemp's 0o600) so the checkpoint honours the umask.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _Recorder(f)
+            write(recorder)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
         _fsync_dir(path.parent)
-    except Exception as exc:  # any failure (ENOSPC, EACCES, unpicklable object) is reported the same way
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CheckpointError(f"could not {what} {path}: {type(exc).__name__}: {reason}") from exc
+    except Exception as exc:  # any failure (ENOSPC, EFBIG, EROFS, EACCES, unpicklable object) reads the same
+        cause = recorder.error if recorder is not None and recorder.error is not None else exc
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        raise CheckpointError(f"could not {what} {path}: {type(cause).__name__}: {reason}") from exc
     finally:
         # Also on KeyboardInterrupt: never leave a half-written temp file behind.
         if tmp is not None:
@@ -127,26 +148,43 @@ class CheckpointManager:
         """Path of the best checkpoint."""
         return self.output_dir / "checkpoint-best.pth"
 
-    def path_for(self, epoch: int, batches_done: int | None = None) -> Path:
-        """Path of the checkpoint of ``epoch`` (complete), or of its first ``batches_done`` micro-batches."""
-        if batches_done is None:
+    def path_for(self, epoch: int, clips_done: int | None = None) -> Path:
+        """Path of the checkpoint of ``epoch`` (complete), or of its first ``clips_done`` clips (of the
+        epoch's global order: the same name on any number of ranks, ordered by progress)."""
+        if clips_done is None:
             return self.output_dir / f"checkpoint-{epoch}.pth"
-        return self.output_dir / f"checkpoint-{epoch}-{batches_done}.pth"
+        return self.output_dir / f"checkpoint-{epoch}-{clips_done}.pth"
 
     def mid_epoch(self) -> list[tuple[tuple[int, int], Path]]:
-        """Existing mid-epoch checkpoints as ``((epoch, batches_done), path)``, oldest first."""
+        """Existing mid-epoch checkpoints as ``((epoch, clips_done), path)``, oldest first."""
         return self._matching(_MID_EPOCH)
 
-    def save_mid_epoch(self, state: dict[str, Any], epoch: int, batches_done: int) -> Path:
+    def save_mid_epoch(self, state: dict[str, Any], epoch: int, clips_done: int) -> Path:
         """Write a mid-epoch checkpoint; keep the newest ``keep_last`` of them, none older than the
         newest complete epoch (those are superseded).
 
         Raises:
             CheckpointError: the write failed; nothing was rotated away.
         """
-        path = atomic_save(state, self.path_for(epoch, batches_done))
+        path = self._save_or_explain(state, self.path_for(epoch, clips_done))
         self._rotate_mid_epoch()
         return path
+
+    def _save_or_explain(self, state: dict[str, Any], path: Path) -> Path:
+        """`atomic_save`; a failure's one line also says what the folder still holds."""
+        try:
+            return atomic_save(state, path)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}; {self._kept()}") from err
+
+    def _kept(self) -> str:
+        """What a failure's line adds: the folder, its newest checkpoint (by name), what to do."""
+        inf = float("inf")
+        found = sorted([((e, inf), p) for e, p in self.numbered()] + self.mid_epoch(), key=lambda c: c[0])
+        newest = (
+            f"its newest checkpoint {found[-1][1].name} is intact" if found else "it holds no checkpoint yet"
+        )
+        return f"{self.output_dir}: {newest}; free space there (or make it writable) and relaunch the same command"
 
     def _rotate_mid_epoch(self) -> None:
         mids = self.mid_epoch()
@@ -182,9 +220,12 @@ class CheckpointManager:
         Raises:
             CheckpointError: the write failed; nothing was rotated away.
         """
-        path = atomic_save(state, self.path_for(epoch))
+        path = self._save_or_explain(state, self.path_for(epoch))
         if is_best:
-            _atomic_copy(path, self.best_path)
+            try:
+                _atomic_copy(path, self.best_path)
+            except CheckpointError as err:
+                raise CheckpointError(f"{err}; {self._kept()}") from err
         self._rotate(keep=epoch)
         self._rotate_mid_epoch()  # the epoch is complete: its mid-epoch checkpoints are superseded
         return path

@@ -8,10 +8,15 @@ so the same training code runs on a laptop, one GPU or many nodes.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import itertools
 import os
 import re
+import sys
+import threading
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -21,6 +26,7 @@ from engine.args import UsageError
 
 __all__ = [
     "DistEnv",
+    "Heartbeat",
     "all_gather_object",
     "all_reduce_mean",
     "barrier",
@@ -35,6 +41,9 @@ __all__ = [
 ]
 
 DEFAULT_MASTER_PORT = "29500"
+DEFAULT_TIMEOUT_S = (
+    600.0  # --dist_timeout: NCCL's own default; gloo's (30 min) leaves a hung job idle too long
+)
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,9 @@ def _cuda_index(local_rank: int, visible: int) -> int:
     )
 
 
-def init_distributed(device: str = "cuda", dist_url: str = "env://") -> DistEnv:
+def init_distributed(
+    device: str = "cuda", dist_url: str = "env://", timeout: float = DEFAULT_TIMEOUT_S
+) -> DistEnv:
     """Initialise the process group from the launcher's environment.
 
     torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR/PORT``) and slurm
@@ -150,6 +161,9 @@ def init_distributed(device: str = "cuda", dist_url: str = "env://") -> DistEnv:
     ``MASTER_ADDR``, port 29500 unless set) are recognised; without either, or with a world
     size of 1, this is a single process and no group is created. The backend is nccl on CUDA
     and gloo otherwise; "cuda" without a GPU falls back to the CPU with a warning.
+
+    ``timeout`` (seconds, ``--dist_timeout``) bounds every collective, and a :class:`Heartbeat`
+    stops all ranks with one line naming a rank that died or stopped answering.
     """
     launched = _launcher_env()
     rank, world_size, local_rank = launched if launched is not None else (0, 1, 0)
@@ -158,8 +172,16 @@ def init_distributed(device: str = "cuda", dist_url: str = "env://") -> DistEnv:
         setup_for_distributed(True)
         return DistEnv(rank, 1, local_rank, dev, distributed=False, backend=None)
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size, rank=rank)
+    dist.init_process_group(
+        backend=backend,
+        init_method=dist_url,
+        world_size=world_size,
+        rank=rank,
+        timeout=timedelta(seconds=timeout),
+    )
     setup_for_distributed(rank == 0)
+    if dist.is_initialized():
+        Heartbeat.start(rank, world_size, timeout)
     return DistEnv(rank, world_size, local_rank, dev, distributed=True, backend=backend)
 
 
@@ -240,7 +262,8 @@ def is_distributed() -> bool:
 
 
 def cleanup() -> None:
-    """Destroy the process group if there is one."""
+    """Stop the heartbeat and destroy the process group if there is one."""
+    Heartbeat.stop()
     if _initialized():
         dist.destroy_process_group()
 
@@ -260,3 +283,139 @@ def setup_for_distributed(is_master: bool) -> None:
             _builtin_print(*args, **kwargs)
 
     builtins.print = rank_aware_print
+
+
+class Heartbeat:
+    """Names a rank that died (SIGKILL, OOM killer, a lost node) or stopped answering (SIGSTOP, a hung
+    node) and ends every other rank within about ``timeout`` seconds, on any launcher.
+
+    Each rank's daemon thread writes a counter to the process group's rendezvous store every
+    ``beat`` seconds and reads its ring neighbour's (rank - 1): one key read per rank and beat
+    however large the job. When the neighbour's counter has not moved for ``timeout`` seconds the
+    thread writes a verdict to the store, which every rank's thread reads at its next beat, and
+    each rank prints it as one line and exits with code 1. A collective that fails first (gloo sees
+    a dead peer's closed socket at once) goes through :meth:`explain`, which finds the silent ranks in
+    two beats. Silence is timed on each rank's own clock (node clocks may disagree), and a rank
+    busy for a long time (a large checkpoint save, a slow validation) still beats: the thread runs
+    beside the main one.
+    """
+
+    _active: Heartbeat | None = None
+    _report_lock = threading.Lock()
+
+    def __init__(self, store, rank: int, world_size: int, timeout: float) -> None:
+        self.store, self.rank, self.world_size, self.timeout = store, rank, world_size, timeout
+        self.beat = min(10.0, max(0.5, timeout / 10))
+        self._stop = threading.Event()
+        self._count = 0
+        self.store.set(self._key(rank), "0")
+        self._thread = threading.Thread(target=self._run, name="mmkd-heartbeat", daemon=True)
+
+    @classmethod
+    def start(cls, rank: int, world_size: int, timeout: float) -> None:
+        """Beats for this process's group (the entry points' set-up calls this via `init_distributed`)."""
+        cls.stop()
+        store = dist.PrefixStore(
+            f"mmkd_heartbeat/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", _store()
+        )
+        cls._active = cls(store, rank, world_size, timeout)
+        cls._active._thread.start()
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls._active is not None:
+            cls._active._stop.set()
+        cls._active = None
+
+    @staticmethod
+    def _key(rank: int) -> str:
+        return f"beat/{rank}"
+
+    def _run(self) -> None:
+        watched = (self.rank - 1) % self.world_size
+        last_seen, last_change, last_answer = None, time.monotonic(), time.monotonic()
+        while not self._stop.wait(self.beat):
+            now = time.monotonic()
+            try:
+                self._count += 1
+                self.store.set(self._key(self.rank), str(self._count))
+                if self.store.check(["verdict"]):
+                    self._report(self.store.get("verdict").decode())
+                seen = self.store.get(self._key(watched))
+                last_answer = now
+            except Exception:  # noqa: BLE001 - a store that stopped answering: its host (rank 0) is gone
+                if now - last_answer > self.timeout:
+                    self._report(
+                        f"the rendezvous store (MASTER_ADDR, hosted by rank 0 or the launcher) has not answered for "
+                        f"{now - last_answer:.0f} s: rank 0 or its node is gone"
+                    )
+                continue
+            if seen != last_seen:
+                last_seen, last_change = seen, now
+            elif now - last_change > self.timeout and not self._stop.is_set():
+                self._convict([watched], now - last_change)
+
+    def _convict(self, ranks: list[int], silent_for: float) -> None:
+        names = ", ".join(map(str, ranks))
+        verdict = (
+            f"rank{'s' if len(ranks) > 1 else ''} {names} of {self.world_size} ha{'ve' if len(ranks) > 1 else 's'} not "
+            f"answered for {silent_for:.0f} s (died, stopped or its node hangs; --dist_timeout {self.timeout:g})"
+        )
+        with contextlib.suppress(Exception):  # the others also stop by their own timeout
+            self.store.set("verdict", verdict)
+        self._report(verdict)
+
+    def silent_ranks(self) -> list[int]:
+        """Ranks whose counter does not move for two beats (a one-off read of every rank's key)."""
+        keys = [self._key(r) for r in range(self.world_size)]
+        before = self.store.multi_get(keys)
+        time.sleep(2 * self.beat + 0.1)
+        after = self.store.multi_get(keys)
+        return [r for r, (a, b) in enumerate(zip(before, after)) if a == b and r != self.rank]
+
+    def _report(self, verdict: str) -> None:
+        """One line on stderr, then the process ends (exit 1); a second reporter waits for the exit."""
+        self._report_lock.acquire()
+        prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "mmkd"
+        sys.stderr.write(
+            f"{prog} [rank {self.rank}]: error: {verdict}; stopping this rank; relaunch the same command "
+            "to resume from the newest checkpoint\n"
+        )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+    @classmethod
+    @contextlib.contextmanager
+    def explain_failures(cls):
+        """Around code whose collectives may fail because a peer is gone: names the silent rank(s)
+        in one line and exits instead of raising the back-end's error (re-raised when every rank beats)."""
+        try:
+            yield
+        except (RuntimeError, dist.DistError) as err:
+            active = cls._active
+            if active is None or not _is_comm_error(err):
+                raise
+            try:
+                if active.store.check(["verdict"]):  # another rank named the silent one already
+                    active._report(active.store.get("verdict").decode())
+                silent = active.silent_ranks()
+            except Exception:  # noqa: BLE001 - the store is gone with its host
+                silent = [0]
+            if not silent:
+                raise
+            active._convict(silent, 2 * active.beat)
+
+
+def _is_comm_error(err: BaseException) -> bool:
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err)
+    return any(word in text for word in ("gloo", "Gloo", "NCCL", "Connection", "Timed out", "timed out"))
+
+
+def _store():
+    """The default process group's rendezvous store (a client of MASTER_ADDR:MASTER_PORT)."""
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()

@@ -30,7 +30,15 @@ from engine.checkpoint import (
     load_checkpoint,
     set_rng_state,
 )
-from engine.distributed import DistEnv, all_gather_object, barrier, broadcast_object, init_distributed
+from engine.distributed import (
+    DEFAULT_TIMEOUT_S,
+    DistEnv,
+    Heartbeat,
+    all_gather_object,
+    barrier,
+    broadcast_object,
+    init_distributed,
+)
 from engine.logger import TensorboardLogger, append_json_line, save_args
 from engine.loop import EpochState, StepConfig, steps_in_epoch, train_one_epoch
 from engine.optim import build_optimizer, cosine_scheduler
@@ -44,7 +52,10 @@ def setup(args: argparse.Namespace) -> DistEnv:
     """Process group, device, seeds (seed + rank), deterministic mode, stop-signal handlers."""
     preempt.install(getattr(args, "preempt_signal", "none"), getattr(args, "requeue", False))
     onednn.set_enabled(getattr(args, "cpu_gemm", "onednn") == "onednn")
-    env = init_distributed(args.device, args.dist_url)
+    timeout = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
+    if not timeout > 0:
+        raise UsageError(f"--dist_timeout must be a positive number of seconds, got {timeout}")
+    env = init_distributed(args.device, args.dist_url, timeout)
     seed = args.seed + env.rank
     random.seed(seed)
     np.random.seed(seed)
@@ -171,7 +182,10 @@ class Trainer:
         self.state = EpochState()
         self.best = None
         self.start_epoch = args.start_epoch
-        self.start_batch = 0  # micro-batches of start_epoch a mid-epoch checkpoint already covers
+        # a mid-epoch checkpoint's position: clips of start_epoch's global order it covers (on any
+        # number of ranks), and the micro-batch of this run the loop goes on at (a step boundary)
+        self.start_clip = 0
+        self.start_batch = 0
         self.tb = TensorboardLogger(args.log_dir if env.is_main else None)
 
     def _wrap(self):
@@ -191,6 +205,7 @@ class Trainer:
         state = {
             "model": self.task.checkpoint_state(),
             "epoch": epoch,
+            "world_size": self.env.world_size,
             **self.state.counters(),
             "best": self.best,
             "rng": rng,
@@ -207,29 +222,49 @@ class Trainer:
     def _deepspeed_dir(self) -> Path:
         return Path(self.args.output_dir) / "deepspeed"
 
-    def save(self, epoch: int, is_best: bool = False, batches_done: int | None = None) -> Path | None:
-        """Checkpoint of a complete ``epoch``, or (``batches_done``) of its first micro-batches.
+    def clips_done(self, epoch: int, batches_done: int) -> int:
+        """Clips of ``epoch``'s global order covered once this rank has done ``batches_done`` micro-batches
+        (every rank has done as many: each takes ``--batch_size`` clips of every ``world_size``)."""
+        per_batch = self.args.batch_size * self.env.world_size
+        if epoch == self.start_epoch and self.start_clip:
+            return self.start_clip + (batches_done - self.start_batch) * per_batch
+        return batches_done * per_batch
 
-        Every rank calls it (DeepSpeed shards and the RNG states are gathered); rank 0 writes.
+    def save(self, epoch: int, is_best: bool = False, batches_done: int | None = None) -> Path | None:
+        """Checkpoint of a complete ``epoch``, or (``batches_done``) of its first micro-batches, stored
+        as the clips of the epoch's global order they cover (`clips_done`), so any number of ranks resumes it.
+
+        Every rank calls it (DeepSpeed shards and the RNG states are gathered); rank 0 writes, and a
+        failed write (disk full, read-only folder) raises the same `CheckpointError` on every rank.
         """
         if self.ckpt is None or not self.args.save_ckpt:  # --no_save_ckpt: auto-resume still reads old ones
             return None
-        path = self.ckpt.path_for(epoch, batches_done)
+        clips = None if batches_done is None else self.clips_done(epoch, batches_done)
+        path = self.ckpt.path_for(epoch, clips)
         tag = "epoch-" + path.stem.removeprefix("checkpoint-")
         if self.ds_engine is not None:  # optimiser shards are written by every rank, before our file
             self.ds_engine.save_checkpoint(str(self._deepspeed_dir()), tag=tag)
         state = self._state(epoch)
-        if batches_done is not None:
-            state["batches_done"] = batches_done
+        if clips is not None:
+            state["clips_done"] = clips
+            state["batches_done"] = batches_done  # this run's micro-batches (older readers)
         if self.ds_engine is not None:
             state["deepspeed_tag"] = tag
+        failure = None
         if self.env.is_main:
-            if batches_done is None:
-                self.ckpt.save(state, epoch, is_best=is_best)
-            else:
-                self.ckpt.save_mid_epoch(state, epoch, batches_done)
-            if self.ds_engine is not None:
+            try:
+                if clips is None:
+                    self.ckpt.save(state, epoch, is_best=is_best)
+                else:
+                    self.ckpt.save_mid_epoch(state, epoch, clips)
+            except CheckpointError as err:
+                failure = str(err)
+            if failure is None and self.ds_engine is not None:
                 self._rotate_deepspeed()
+        # rank 0's outcome on every rank: the others would otherwise wait for it in the next collective
+        failure = broadcast_object(failure)
+        if failure is not None:
+            raise CheckpointError(failure)
         barrier()
         return path
 
@@ -269,14 +304,17 @@ class Trainer:
                 print(f"note: {path} has no model_ema; the EMA restarts from the resumed weights")
                 self.ema.set(self.task.model)
         if "deepspeed_tag" in ckpt and self.ds_engine is not None:
+            _check_deepspeed_world(path, ckpt, self.env.world_size)
             self.ds_engine.load_checkpoint(
                 str(self._deepspeed_dir()), tag=ckpt["deepspeed_tag"], load_module_strict=False
             )
         if "optimizer" in ckpt and self.ds_engine is None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
-        if "batches_done" in ckpt:  # a mid-epoch checkpoint: the same epoch goes on from the next batch
-            self.start_epoch, self.start_batch = int(ckpt["epoch"]), int(ckpt["batches_done"])
+        where = ""
+        if "batches_done" in ckpt:  # a mid-epoch checkpoint: the same epoch goes on from the next clip
+            self.start_epoch = int(ckpt["epoch"])
+            where = self._continue_mid_epoch(path, ckpt)
         else:
             self.start_epoch = int(ckpt["epoch"]) + 1
         self._trim_log(self.start_epoch)
@@ -285,8 +323,36 @@ class Trainer:
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == self.env.world_size:
             set_rng_state(rng[self.env.rank])
-        where = f", batch {self.start_batch}" if self.start_batch else ""
+        elif isinstance(rng, list):
+            print(
+                f"note: {path} holds the RNG states of {len(rng)} processes, this run has {self.env.world_size}: "
+                "they are not restored (dropout, drop path and mixup draw differently from the uninterrupted run)"
+            )
         print(f"resumed from {path} (epoch {ckpt['epoch']}); continuing at epoch {self.start_epoch}{where}")
+
+    def _continue_mid_epoch(self, path: Path, ckpt: dict) -> str:
+        """Sets ``start_clip`` / ``start_batch`` from a mid-epoch checkpoint written on any number of
+        ranks; says in one line when its position is not a whole number of this run's global batches."""
+        saved_world = _saved_world_size(ckpt)
+        clips = ckpt.get("clips_done")
+        if clips is None:  # written before positions were global: micro-batches of its own ranks
+            clips = int(ckpt["batches_done"]) * int(ckpt["args"]["batch_size"]) * saved_world
+        clips = int(clips)
+        step_clips = total_batch_size(self.args, self.env)
+        steps, rest = divmod(clips, step_clips)
+        self.start_clip, self.start_batch = clips, steps * self.args.update_freq
+        if rest:
+            print(
+                f"note: {path} stopped {clips} clips into epoch {ckpt['epoch']}, not a whole number of this run's "
+                f"global batches of {step_clips} clips: the epoch goes on from clip {clips} with every step's "
+                f"clips shifted by {rest} (no clip repeated or skipped; the weights differ from an uninterrupted run's)"
+            )
+        elif saved_world != self.env.world_size:
+            print(
+                f"note: {path} was written by {saved_world} processes, this run has {self.env.world_size}: "
+                f"the epoch goes on from clip {clips} of its global order (step {steps})"
+            )
+        return f", clip {clips} (step {steps} of {self.steps_per_epoch})"
 
     def _trim_log(self, start_epoch: int) -> None:
         """Drops log.txt lines of epochs that will run again (a kill after logging, before saving)."""
@@ -344,8 +410,8 @@ class Trainer:
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         start_batch = self.start_batch if epoch == self.start_epoch else 0
-        if start_batch and isinstance(sampler, TrainSampler):
-            sampler.skip(start_batch * self.args.batch_size)
+        if epoch == self.start_epoch and self.start_clip and isinstance(sampler, TrainSampler):
+            sampler.skip(min(self.start_clip, sampler.total_size))  # clips of the global order
         dataset = getattr(self.loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):  # clips, crops and masks are drawn per (seed, epoch, item)
             dataset.set_epoch(epoch)
@@ -364,12 +430,14 @@ class Trainer:
         )
 
     def fit(self) -> list[dict]:
-        self.resume()
-        try:
-            history = self._epochs(self.step_config())
-        finally:  # also on a failed epoch: the scalars written so far reach the event file
-            self.tb.close()
-        self._check_ranks_agree()
+        # a collective failing because a rank died or hangs ends in one line naming it, not gloo's trace
+        with Heartbeat.explain_failures():
+            self.resume()
+            try:
+                history = self._epochs(self.step_config())
+            finally:  # also on a failed epoch: the scalars written so far reach the event file
+                self.tb.close()
+            self._check_ranks_agree()
         return history
 
     def _validate(self, epoch: int, record: dict) -> bool:
@@ -396,7 +464,7 @@ class Trainer:
         return is_best
 
     def _epochs(self, step_cfg: StepConfig) -> list[dict]:
-        args, env = self.args, self.env
+        args = self.args
         history = []
         for epoch in range(self.start_epoch, args.epochs):
             stats = self.train_epoch(epoch, step_cfg)
@@ -404,8 +472,7 @@ class Trainer:
             is_best = self._validate(epoch, record) if self.evaluate is not None else False
             last = epoch + 1 == args.epochs
             # the log line goes first: a kill between the two repeats the epoch (and its line) on resume
-            if env.is_main and args.output_dir:
-                append_json_line(Path(args.output_dir) / "log.txt", record)
+            self._append_log(record)
             saved = (epoch + 1) % args.save_ckpt_freq == 0 or last or is_best
             if saved:
                 self.save(epoch, is_best)
@@ -421,6 +488,24 @@ class Trainer:
                 break
         return history
 
+    def _append_log(self, record: dict) -> None:
+        """Rank 0 appends the epoch's line to log.txt; a failed write (disk full, read-only folder) is cut
+        back to the last whole line and ends every rank with one line, as a failed save does."""
+        failure = None
+        if self.env.is_main and self.args.output_dir:
+            log = Path(self.args.output_dir) / "log.txt"
+            size = log.stat().st_size if log.is_file() else 0
+            try:
+                append_json_line(log, record)
+            except OSError as err:
+                with contextlib.suppress(OSError):  # a half line would break the next resume's reading
+                    os.truncate(log, size)
+                kept = self.ckpt._kept() if self.ckpt is not None else str(log.parent)
+                failure = f"could not append to {log}: {type(err).__name__}: {err.strerror or err}; {kept}"
+        failure = broadcast_object(failure)
+        if failure is not None:
+            raise CheckpointError(failure)
+
     def _check_ranks_agree(self) -> None:
         """Data-parallel replicas must end bit-identical; say so (or fail loudly) on every run."""
         digest = weights_digest(self.task.checkpoint_state())
@@ -428,6 +513,26 @@ class Trainer:
         if len(set(digests)) > 1:
             raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
         print(f"final weights identical on all {len(digests)} rank(s) (sha1 {digest[:12]})")
+
+
+def _saved_world_size(ckpt: dict) -> int:
+    """Processes that wrote ``ckpt`` (older files: one RNG state per rank)."""
+    if "world_size" in ckpt:
+        return int(ckpt["world_size"])
+    rng = ckpt.get("rng")
+    return len(rng) if isinstance(rng, list) else 1
+
+
+def _check_deepspeed_world(path: Path, ckpt: dict, world_size: int) -> None:
+    """DeepSpeed cannot re-split ZeRO-1/2 optimiser state over another number of processes: one line."""
+    saved, stage = _saved_world_size(ckpt), int(ckpt.get("args", {}).get("zero_stage", 0) or 0)
+    if stage and saved != world_size:
+        raise CheckpointError(
+            f"{path} was written by DeepSpeed ZeRO stage {stage} on {saved} processes, whose optimizer state is "
+            f"split {saved} ways and does not load on {world_size}: relaunch on {saved} processes (DeepSpeed's "
+            "'python -m deepspeed.checkpoint.ds_to_universal' converts the tag folder to its universal format, "
+            "which this trainer does not read), or save with --zero_stage 0, whose checkpoints load on any number"
+        )
 
 
 def _name(path: Path | None) -> str:

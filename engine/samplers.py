@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 
@@ -35,12 +36,20 @@ class VideoShardSampler(Sampler[int]):
 
 
 class TrainSampler(DistributedSampler):
-    """The training order: a permutation fixed by (seed, epoch), sharded over ranks, and resumable.
+    """The training order: a permutation fixed by (seed, epoch), dealt to ranks, and resumable.
 
     A ``DistributedSampler`` (shuffled, ``drop_last``) also for one process, so the order of every
-    epoch is a function of ``--seed`` and the epoch alone, never of the global RNG's state: a run
-    resumed in the middle of an epoch sees the same order. ``skip(n)`` drops this rank's first
-    ``n`` samples from the next iteration only (the batches a mid-epoch checkpoint already covered).
+    epoch is a function of ``--seed`` and the epoch alone, never of the global RNG's state. Rank
+    ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` of the permutation, so the ``G``
+    clips of global step ``s`` are positions ``[s*G, (s+1)*G)`` however ``G`` splits into ranks x
+    ``--batch_size`` x ``--update_freq``: a run resumed on another number of processes with the
+    same global batch takes the same clips in the same steps.
+
+    ``skip(n)`` drops the first ``n`` clips of the *global* order (what a mid-epoch checkpoint
+    already covered, on any number of ranks) from the next iteration only; the rest is dealt to
+    the ranks in turn again, so no clip is repeated or skipped even when ``n`` is not a multiple
+    of this run's global batch. The rest's tail that does not fill every rank is dropped
+    (``drop_last``).
     """
 
     def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
@@ -48,12 +57,21 @@ class TrainSampler(DistributedSampler):
         self._skip = 0
 
     def skip(self, n: int) -> None:
+        """Leave out the first ``n`` clips of the global order of the next epoch iterated."""
+        if not 0 <= n <= self.total_size:
+            raise ValueError(f"cannot skip {n} clips of an epoch of {self.total_size}")
         self._skip = n
 
+    def global_order(self) -> list[int]:
+        """This epoch's permutation of the data set, cut to ``total_size`` (the same on every rank)."""
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=g).tolist()[: self.total_size]
+
     def __iter__(self) -> Iterator[int]:
-        order = list(super().__iter__())
-        start, self._skip = self._skip, 0
-        return iter(order[start:])
+        rest, self._skip = self.global_order()[self._skip :], 0
+        per_rank = len(rest) // self.num_replicas
+        return iter(rest[self.rank : per_rank * self.num_replicas : self.num_replicas])
 
     def __len__(self) -> int:
-        return super().__len__() - self._skip
+        return (self.total_size - self._skip) // self.num_replicas

@@ -205,5 +205,5 @@ def test_mid_epoch_checkpoints_order_rotation_and_supersession(tmp_path):
     manager.save({"epoch": 0}, 0)  # epoch 0 complete: its mid-epoch checkpoints are superseded
     assert manager.mid_epoch() == [] and manager.latest() == manager.path_for(0)
     manager.save_mid_epoch({"epoch": 1, "batches_done": 3}, 1, 3)
-    assert manager.latest() == manager.path_for(1, 3)  # epoch 1, batch 3 is newer than checkpoint-0
+    assert manager.latest() == manager.path_for(1, 3)  # epoch 1, clip 3 is newer than checkpoint-0
     assert manager.path_for(1, 3).name == "checkpoint-1-3.pth" and [e for e, _ in manager.numbered()] == [0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch.multiprocessing as mp
 
 import engine.distributed as dist_mod
 from engine.distributed import (
+    Heartbeat,
     all_gather_object,
     all_reduce_mean,
     barrier,
@@ -101,7 +103,15 @@ def test_slurm_env_sets_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
     env = init_distributed(device="cpu")
     assert (env.rank, env.world_size, env.local_rank, env.backend) == (5, 8, 1, "gloo")
     assert env.distributed and not env.is_main
-    assert calls == [{"backend": "gloo", "init_method": "env://", "world_size": 8, "rank": 5}]
+    assert calls == [
+        {
+            "backend": "gloo",
+            "init_method": "env://",
+            "world_size": 8,
+            "rank": 5,
+            "timeout": timedelta(seconds=600),
+        }
+    ]
     assert os.environ["MASTER_ADDR"] == "node03"
     assert os.environ["MASTER_PORT"] == "29500"
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "1")
@@ -155,3 +165,20 @@ def _worker(rank: int, world_size: int, port: int) -> None:
 
 def test_two_process_gloo_all_reduce_mean() -> None:
     mp.spawn(_worker, args=(2, _free_port()), nprocs=2, join=True)
+
+
+def test_heartbeat_names_the_rank_that_went_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 1 beat once and went quiet: rank 0's watcher names it after --dist_timeout and posts the
+    verdict in the store for every other rank (the real processes: tests/faults/test_faults_shape.py)."""
+    reports = []
+    monkeypatch.setattr(
+        Heartbeat, "_report", lambda self, verdict: (reports.append(verdict), self._stop.set())
+    )
+    store = dist.HashStore()
+    beat = Heartbeat(store, rank=0, world_size=2, timeout=1.0)
+    store.set("beat/1", "0")
+    beat._thread.start()
+    beat._thread.join(timeout=20)
+    assert reports and reports[0].startswith("rank 1 of 2 has not answered for "), reports
+    assert "--dist_timeout 1" in reports[0] and store.get("verdict").decode() == reports[0]
+    assert int(store.get("beat/0")) >= 2  # its own counter moved meanwhile

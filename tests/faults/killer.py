@@ -9,8 +9,12 @@ behaves exactly like ``python run_mmkd_distill.py <args...>`` (the entry point's
 =====================  ===========================================================================
 kill_before_step:n      SIGKILL before the n-th optimiser step (``engine.loop._backward_step``)
 kill_after_step:n       SIGKILL right after the n-th optimiser step
+stop_after_step:n       SIGSTOP right after the n-th optimiser step (a hung rank: alive, silent)
 kill_mid_save:n         n-th ``torch.save``: write half of the bytes to the temp file, fsync, SIGKILL
 kill_after_rename:n     SIGKILL right after the n-th numbered checkpoint is renamed into place
+fsize_after_save:n      after the n-th numbered checkpoint is in place: ``ulimit -f 64`` (RLIMIT_FSIZE)
+shell_after_save:n      after the n-th numbered checkpoint is in place: run ``$MMKD_FAULT_CMD`` (e.g. a
+                        remount read-only, or filling the disk)
 kill_load:n             SIGKILL in the n-th clip decode (``read_clip``; data loading)
 kill_eval:n             SIGKILL in the n-th validation item (one-clip evaluation)
 kill_test:n             SIGKILL in the n-th multi-view test item
@@ -25,7 +29,7 @@ usr1_eval:n             SIGUSR1 in the n-th validation item
 usr1_test:n             SIGUSR1 in the n-th multi-view test item
 =====================  ===========================================================================
 
-``MMKD_FAULT_RANK=r``: only the process with ``RANK`` r is faulty. ``MMKD_FAULT_ONCE=path``: the
+``MMKD_FAULT_RANK=r``: only the process with ``RANK`` (or, under slurm, ``SLURM_PROCID``) r is faulty. ``MMKD_FAULT_ONCE=path``: the
 fault fires only while ``path`` does not exist (it is created just before firing), so a relaunch
 (e.g. by ``torchrun --max-restarts``) of the same command runs clean.
 """
@@ -38,8 +42,10 @@ import io
 import math
 import os
 import re
+import resource
 import runpy
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -146,7 +152,7 @@ def install(spec: str, once: str | None = None) -> None:
     counter = _Counter(int(n or 1), once)
     if kind.startswith(("usr1_", "term_")):
         _install_signals(kind, counter)
-    elif kind in ("kill_before_step", "kill_after_step"):
+    elif kind in ("kill_before_step", "kill_after_step", "stop_after_step"):
         import engine.loop
 
         original = engine.loop._backward_step
@@ -157,6 +163,9 @@ def install(spec: str, once: str | None = None) -> None:
             out = original(*args, **kwargs)
             if kind == "kill_after_step" and counter.hit():
                 _die()
+            if kind == "stop_after_step" and counter.hit():
+                sys.stdout.flush()
+                os.kill(os.getpid(), signal.SIGSTOP)
             return out
 
         engine.loop._backward_step = backward_step
@@ -189,13 +198,18 @@ def install(spec: str, once: str | None = None) -> None:
             return original_open(path, flags, *args, **kwargs)
 
         os.open = open_
-    elif kind == "kill_after_rename":
+    elif kind in ("kill_after_rename", "fsize_after_save", "shell_after_save"):
         original_replace = os.replace
 
         def replace(src, dst, *args, **kwargs):
             original_replace(src, dst, *args, **kwargs)
             if _NUMBERED.fullmatch(os.path.basename(os.fspath(dst))) and counter.hit():
-                _die()
+                if kind == "kill_after_rename":
+                    _die()
+                elif kind == "fsize_after_save":
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+                else:
+                    subprocess.run(os.environ["MMKD_FAULT_CMD"], shell=True, check=True)
 
         os.replace = replace
     elif kind == "kill_load":
@@ -251,7 +265,8 @@ def launch(script: str, argv: list[str]) -> int:
     spec = os.environ.get("MMKD_FAULT")
     rank = os.environ.get("MMKD_FAULT_RANK")
     once = os.environ.get("MMKD_FAULT_ONCE")
-    if spec and (rank is None or os.environ.get("RANK", "0") == rank):
+    own = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    if spec and (rank is None or own == rank):
         install(spec, once)
     sys.argv = [script, *argv]
     entry = runpy.run_path(str(ROOT / script), run_name="__mmkd_entry__")

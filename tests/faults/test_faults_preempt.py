@@ -32,17 +32,17 @@ from tests.faults.harness import (
 )
 
 # 3 optimiser steps per epoch (12 clips, batch 4); one validation batch of 3 items; 12 test items.
-# (script, fault, signal name, the checkpoint the stop leaves: (epoch, micro-batches) or epoch)
+# (script, fault, signal name, the checkpoint the stop leaves: (epoch, clips of its order done) or epoch)
 POINTS = [
-    (PRETRAIN, "usr1_after_step:2", "SIGUSR1", (0, 2)),  # mid-epoch 0
-    (PRETRAIN, "term_after_step:4", "SIGTERM", (1, 1)),  # first step of epoch 1, SIGTERM
-    (DISTILL, "usr1_after_step:1", "SIGUSR1", (0, 1)),  # the very first step
-    (DISTILL, "usr1_after_step:5", "SIGUSR1", (1, 2)),
+    (PRETRAIN, "usr1_after_step:2", "SIGUSR1", (0, 8)),  # mid-epoch 0
+    (PRETRAIN, "term_after_step:4", "SIGTERM", (1, 4)),  # first step of epoch 1, SIGTERM
+    (DISTILL, "usr1_after_step:1", "SIGUSR1", (0, 4)),  # the very first step
+    (DISTILL, "usr1_after_step:5", "SIGUSR1", (1, 8)),
     (DISTILL, "usr1_mid_save:1", "SIGUSR1", 0),  # while writing checkpoint-0: it completes, then stop
-    (DISTILL, "usr1_twice:2", "SIGUSR1", (0, 2)),  # a second signal in the middle of the stop's save
-    (FINETUNE, "usr1_after_step:3", "SIGUSR1", (0, 3)),  # the epoch's last step, before validation
-    (FINETUNE, "usr1_after_step:5", "SIGUSR1", (1, 2)),
-    (FINETUNE, "usr1_eval:2", "SIGUSR1", (0, 3)),  # during validation: the trained epoch is kept
+    (DISTILL, "usr1_twice:2", "SIGUSR1", (0, 8)),  # a second signal in the middle of the stop's save
+    (FINETUNE, "usr1_after_step:3", "SIGUSR1", (0, 12)),  # the epoch's last step, before validation
+    (FINETUNE, "usr1_after_step:5", "SIGUSR1", (1, 8)),
+    (FINETUNE, "usr1_eval:2", "SIGUSR1", (0, 12)),  # during validation: the trained epoch is kept
     (FINETUNE, "usr1_test:5", "SIGUSR1", EPOCHS - 1),  # during the multi-view test after training
 ]
 
@@ -83,16 +83,16 @@ def test_stop_signal_checkpoints_exits_75_and_resumes_to_identical_weights(
 
 
 def test_mid_epoch_checkpoints_survive_sigkill(videos, teacher_ckpt, references, forkserver, tmp_path):
-    """--save_ckpt_freq_steps 2: killed after step 5, the run resumes from step 4 (epoch 1, batch 1)."""
+    """--save_ckpt_freq_steps 2: killed after step 5, the run resumes from step 4 (epoch 1, clip 4)."""
     out = tmp_path / "run"
     argv = argv_for(DISTILL, videos, teacher_ckpt, out, "--save_ckpt_freq_steps", "2", "--keep_last", "1")
     killed = forkserver.run(DISTILL, argv, env={"MMKD_FAULT": "kill_after_step:5"})
     assert killed.returncode == -9, show(killed)
     manager = CheckpointManager(out)
-    assert [key for key, _ in manager.mid_epoch()] == [(1, 1)]  # step 2's was superseded by checkpoint-0
-    assert latest(out) == manager.path_for(1, 1)
+    assert [key for key, _ in manager.mid_epoch()] == [(1, 4)]  # step 2's was superseded by checkpoint-0
+    assert latest(out) == manager.path_for(1, 4)
     resumed = ok(forkserver.run(DISTILL, argv))
-    assert "continuing at epoch 1, batch 1" in resumed.stdout
+    assert "continuing at epoch 1, clip 4 (step 1 of 3)" in resumed.stdout
     assert model_digest(out / f"checkpoint-{EPOCHS - 1}.pth") == references[DISTILL]["final"]
 
 
@@ -145,7 +145,7 @@ def test_two_ranks_stop_together_and_resume_to_identical_weights(
     )
     ok(reference)
     assert stopped.returncode != 0 and stopped.stderr.count("stopped by SIGUSR1") == 2, show(stopped)
-    assert latest(out) == CheckpointManager(out).path_for(1, 1), sorted(p.name for p in out.iterdir())
+    assert latest(out) == CheckpointManager(out).path_for(1, 4), sorted(p.name for p in out.iterdir())
     env = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     (resumed,) = run_parallel(
         [python_cmd(script, argv_for(script, videos, teacher_ckpt, out, *two), torchrun=2)],
@@ -169,8 +169,8 @@ def test_stop_inside_an_accumulation_window_waits_for_its_step(videos, teacher_c
         env={"MMKD_FAULT": "usr1_after_step:3"},
     )
     ok(reference)
-    assert_one_line_error(stopped, "checkpoint-0-4.pth", exit_code=EXIT_PREEMPTED)
+    assert_one_line_error(stopped, "checkpoint-0-8.pth", exit_code=EXIT_PREEMPTED)
     (resumed,) = run_parallel([python_cmd(PRETRAIN, argv_for(PRETRAIN, videos, teacher_ckpt, out, *acc))])
-    assert "continuing at epoch 0, batch 4" in ok(resumed).stdout
+    assert "continuing at epoch 0, clip 8 (step 2 of 3)" in ok(resumed).stdout
     final = f"checkpoint-{EPOCHS - 1}.pth"
     assert model_digest(out / final) == model_digest(ref / final)
