@@ -22,8 +22,8 @@ interval files); ``--transcoded LIST2`` adds ``ours_<decoder>_transcoded`` rows 
 ``--decoders`` may name ``torchcodec`` (optional: the PyTorch project's decoder, used when it loads).
 
 ``--per_core`` (the cores-per-GPU table, README §9) instead prints ONE JSON line with
-``clips_per_s_per_core``: clips/s of ``--cores`` C processes (the main process and C - 1 DataLoader
-workers, one thread each; C = 1: everything in the main process) divided by C, per pipeline, for
+``clips_per_s_per_core``: clips/s of ``--cores`` C DataLoader workers, one thread each, divided by
+C (the main process, which receives the batches, runs too and shares the C cores), per pipeline, for
 one ``--recipe``: ``pretrain`` (pre-training / distillation, 16x4, tube mask 0.9, ``--num_sample`` R
 clips per decoded video), ``finetune`` (16x4, RandAugment m7-n4, R views; random erasing runs on
 the device) or ``test`` (5 clips x 3 crops per video, read in order as the test loop does). Also
@@ -278,7 +278,7 @@ def cores_per_gpu(clips_per_s_per_core: float) -> dict[str, float | None]:
 
 def per_core(args: argparse.Namespace, prepare) -> dict[str, object]:
     """The ``--per_core`` record: every pipeline through ``--cores`` processes, best of ``--repeats``."""
-    workers = args.cores - 1
+    workers = args.cores
     sets: dict[str, dict[str, float]] = {}
     cpu_rates: dict[str, dict[str, float | None]] = {}
     for name, list_file, transcoded in _video_sets(args, args.tmp):
@@ -333,9 +333,7 @@ def main() -> None:
     parser.add_argument(
         "--per_core", action="store_true", help="clips/s per core and cores per GPU (see above)"
     )
-    parser.add_argument(
-        "--cores", type=int, default=os.cpu_count() or 1, help="--per_core: processes (cores)"
-    )
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="--per_core: workers (cores)")
     parser.add_argument(
         "--recipe",
         choices=("pretrain", "finetune", "test"),
@@ -397,7 +395,7 @@ def main() -> None:
                         "recipe": args.recipe,
                         "num_sample": args.num_sample,
                         "cores": args.cores,
-                        "workers": args.cores - 1,
+                        "workers": args.cores,
                         "threads_per_process": 1,
                         "decoders": args.decoders,
                         "videos": args.csv or args.videos,

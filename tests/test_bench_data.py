@@ -67,7 +67,7 @@ def test_per_core_other_recipes_have_no_reference_row(video_list: str, recipe: s
     record = _per_core(video_list, "--recipe", recipe, "--cores", "1")
     (rates,) = record["clips_per_s_per_core"].values()
     assert set(rates) == {"ours_pyav"} and rates["ours_pyav"] > 0
-    assert record["settings"]["workers"] == 0
+    assert record["settings"]["workers"] == 1
 
 
 def test_bad_flags_are_one_line(video_list: str) -> None:
