@@ -46,7 +46,7 @@ def test_per_core_record_with_repeated_sampling(video_list: str) -> None:
         "pretrain",
         2,
         2,
-        1,
+        2,
     )
     assert {"load_avg_1min_at_start", "load_avg_1min_at_end", "cpu"} <= set(record["machine"])
     (name,) = record["clips_per_s_per_core"]
