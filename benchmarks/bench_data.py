@@ -28,7 +28,8 @@ one ``--recipe``: ``pretrain`` (pre-training / distillation, 16x4, tube mask 0.9
 clips per decoded video), ``finetune`` (16x4, RandAugment m7-n4, R views; random erasing runs on
 the device) or ``test`` (5 clips x 3 crops per video, read in order as the test loop does). Also
 ``clips_per_cpu_s`` (clips per CPU-second of all processes, less sensitive to other load) and
-``cores_per_gpu``: the cores that feed one H200 at 10 % and 40 % MFU of the distillation step.
+``cores_per_gpu``: the cores that feed one H200 at 10 % and 40 % MFU of a step costing
+``--gflop_per_clip`` (default: the distillation step's; give another recipe's from bench_model.py).
 Usage: ``python3 benchmarks/bench_data.py [--quick] [--workers N] [--csv LIST [--transcoded LIST2]]``
 or ``python3 benchmarks/bench_data.py --per_core --csv LIST [--transcoded LIST2] [--num_sample R]``.
 """
@@ -268,11 +269,13 @@ def recipe_dataset(recipe: str, list_file: str, root: str | None, decoder: str, 
     return build_multiview_dataset(list_file, root=root, decoder=decoder, normalize=False)
 
 
-def cores_per_gpu(clips_per_s_per_core: float) -> dict[str, float | None]:
-    """Cores that feed one H200 running the distillation step at 10 % and 40 % MFU."""
+def cores_per_gpu(
+    clips_per_s_per_core: float, gflop_per_clip: float = GFLOP_PER_CLIP
+) -> dict[str, float | None]:
+    """Cores that feed one H200 at 10 % and 40 % MFU of a step costing ``gflop_per_clip``."""
     if clips_per_s_per_core <= 0:
         return {"mfu_10": None, "mfu_40": None}
-    need = {mfu: H200_TFLOPS * 1000 * mfu / GFLOP_PER_CLIP for mfu in (0.1, 0.4)}  # clips/s per GPU
+    need = {mfu: H200_TFLOPS * 1000 * mfu / gflop_per_clip for mfu in (0.1, 0.4)}  # clips/s per GPU
     return {f"mfu_{round(mfu * 100)}": round(rate / clips_per_s_per_core, 1) for mfu, rate in need.items()}
 
 
@@ -311,9 +314,10 @@ def per_core(args: argparse.Namespace, prepare) -> dict[str, object]:
         "clips_per_s_per_core": sets,
         "clips_per_cpu_s": cpu_rates,
         "cores_per_gpu": {
-            name: {label: cores_per_gpu(rate) for label, rate in rows.items()} for name, rows in sets.items()
+            name: {label: cores_per_gpu(rate, args.gflop_per_clip) for label, rate in rows.items()}
+            for name, rows in sets.items()
         },
-        "gpu": {"name": "H200", "dense_bf16_tflops": H200_TFLOPS, "gflop_per_clip": GFLOP_PER_CLIP},
+        "gpu": {"name": "H200", "dense_bf16_tflops": H200_TFLOPS, "gflop_per_clip": args.gflop_per_clip},
     }
 
 
@@ -341,6 +345,12 @@ def main() -> None:
         help="--per_core: whose input",
     )
     parser.add_argument(
+        "--gflop_per_clip",
+        type=float,
+        default=GFLOP_PER_CLIP,
+        help="--per_core: training FLOPs per clip for cores_per_gpu (default: the ViT-S/ViT-B distillation step)",
+    )
+    parser.add_argument(
         "--num_sample", type=int, default=1, help="--per_core: clips per decoded video (pretrain, finetune)"
     )
     parser.add_argument(
@@ -363,6 +373,8 @@ def main() -> None:
         parser.error("--transcoded needs --csv (the originals the reference reads)")
     if args.cores < 1 or args.num_sample < 1:
         parser.error(f"--cores and --num_sample must be >= 1, got {args.cores} and {args.num_sample}")
+    if args.gflop_per_clip <= 0:
+        parser.error(f"--gflop_per_clip must be > 0, got {args.gflop_per_clip}")
     for decoder in args.decoders.split(","):
         try:
             check_decoder(decoder)

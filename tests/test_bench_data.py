@@ -64,9 +64,12 @@ def test_per_core_record_with_repeated_sampling(video_list: str) -> None:
 
 @pytest.mark.parametrize("recipe", ["finetune", "test"])
 def test_per_core_other_recipes_have_no_reference_row(video_list: str, recipe: str) -> None:
-    record = _per_core(video_list, "--recipe", recipe, "--cores", "1")
+    record = _per_core(video_list, "--recipe", recipe, "--cores", "1", "--gflop_per_clip", "111")
     (rates,) = record["clips_per_s_per_core"].values()
     assert set(rates) == {"ours_pyav"} and rates["ours_pyav"] > 0
+    (cores,) = record["cores_per_gpu"].values()
+    need_10 = record["gpu"]["dense_bf16_tflops"] * 1000 * 0.1 / 111
+    assert cores["ours_pyav"]["mfu_10"] == pytest.approx(need_10 / rates["ours_pyav"], rel=0.02, abs=0.1)
     assert record["settings"]["workers"] == 1
 
 
