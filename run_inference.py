@@ -19,7 +19,8 @@ from functools import partial
 
 import torch
 
-from engine.args import PRECISIONS, OneLineParser, UsageError
+from datasets.decoding import DECODERS
+from engine.args import PRECISIONS, OneLineParser, UsageError, check_decoder_flag
 from engine.cli import run
 from engine.inference import check_video, label_names, load_classifier, predict_video, top_k
 from engine.precision import autocast_context
@@ -58,11 +59,12 @@ def parse(argv: list[str] | None):
     )
     g.add_argument("--test_num_segment", type=int, default=None, help="clips along the video (default 5)")
     g.add_argument("--test_num_crop", type=int, default=None, help="crops per clip (default 3)")
-    g.add_argument("--decoder", choices=("auto", "decord", "pyav"), default="auto")
+    g.add_argument("--decoder", choices=DECODERS, default="auto")
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16 needs --device cuda")
     args = p.parse_args(argv)
+    check_decoder_flag(args.decoder)
     for name in ("topk", *DEFAULTS, "num_frames", "input_size", "short_side_size"):
         value = getattr(args, name)
         if value is not None and value < 1:

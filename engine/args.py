@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 
+from datasets.decoding import DECODERS, check_decoder
 from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
 from engine.errors import UsageError
@@ -87,7 +88,7 @@ def _common(p: argparse.ArgumentParser, mode: str) -> None:
     )
     g.add_argument(
         "--decoder",
-        choices=("auto", "decord", "pyav"),
+        choices=DECODERS,
         default="auto",
         help="video decoding backend (auto: PyAV, decord for a file PyAV cannot read)",
     )
@@ -372,6 +373,14 @@ def _writable_dir(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
+def check_decoder_flag(decoder: str) -> None:
+    """--decoder names a decoder this machine can load (torchcodec and decord are optional)."""
+    try:
+        check_decoder(decoder)
+    except (ImportError, ValueError) as err:
+        raise UsageError(f"--decoder {decoder}: {err}") from None
+
+
 def _check_readable_checkpoint(option: str, path: str) -> None:
     from models.checkpoint import CheckpointError, read_checkpoint
 
@@ -555,6 +564,7 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
             f"--log_dir {args.log_dir!r} is not writable; choose a folder you can write to",
         )
     args.cpu_gemm = resolve_cpu_gemm(args.cpu_gemm)  # the saved args name the back-end that ran
+    check_decoder_flag(args.decoder)
     _check(
         args.precision != "fp16" or args.device.startswith("cuda"),
         "--precision fp16 needs --device cuda; use bf16 or fp32 on CPU",

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from engine.args import PRECISIONS, UsageError, _writable_dir
+from datasets.decoding import DECODERS
+from engine.args import PRECISIONS, UsageError, _writable_dir, check_decoder_flag
 from engine.features import POOLS
 
 POOLING_HELP = (
@@ -48,7 +49,7 @@ def add_model_and_clip_args(p: argparse.ArgumentParser, list_help: str) -> None:
     g.add_argument("--short_side_size", type=int, default=None, help="default: --input_size")
     g.add_argument("--test_num_segment", type=int, default=5, help="clips per video")
     g.add_argument("--test_num_crop", type=int, default=3, help="crops per clip")
-    g.add_argument("--decoder", choices=("auto", "decord", "pyav"), default="auto")
+    g.add_argument("--decoder", choices=DECODERS, default="auto")
     g.add_argument("--list_format", choices=("auto", "video", "frames"), default="auto")
     g = p.add_argument_group("runtime")
     g.add_argument("--batch_size", type=int, default=32, help="views per forward pass")
@@ -70,6 +71,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def validate_clip_args(args: argparse.Namespace) -> argparse.Namespace:
+    check_decoder_flag(args.decoder)
     for name in (
         "num_frames",
         "sampling_rate",

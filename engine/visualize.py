@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from datasets import VideoDecodeError, build_mask_generator
-from datasets.decoding import open_video
+from datasets.decoding import DECODERS, open_video
 from datasets.masking import MASK_GENERATORS
-from engine.args import _writable_dir
+from engine.args import _writable_dir, check_decoder_flag
 from engine.args_compat import UNUSED
 from engine.errors import UsageError
 from models import PretrainVisionTransformer
@@ -71,7 +71,7 @@ def add_vis_arguments(p: argparse.ArgumentParser, *, mask_type: str, mask_ratio:
     g.add_argument("--sampling_rate", type=int, default=4)
     g.add_argument("--input_size", type=int, default=224)
     g.add_argument("--seed", type=int, default=0, help="seeds the mask")
-    g.add_argument("--decoder", default="auto", choices=("auto", "decord", "pyav"), help="video decoder")
+    g.add_argument("--decoder", default="auto", choices=DECODERS, help="video decoder")
     g = p.add_argument_group("runtime")
     g.add_argument(
         "--device", default="cuda:0", help="cpu, cuda or cuda:N (cuda falls back to the CPU without a GPU)"
@@ -95,6 +95,7 @@ def add_vis_arguments(p: argparse.ArgumentParser, *, mask_type: str, mask_ratio:
 
 def finish_vis_arguments(args: argparse.Namespace) -> argparse.Namespace:
     """Takes each input from its positional or its flag; checks values (one-line `UsageError`)."""
+    check_decoder_flag(args.decoder)
     for positional, flags, dest, what in _IO:
         given, flagged = getattr(args, f"_{positional}"), getattr(args, dest)
         delattr(args, f"_{positional}")
