@@ -66,7 +66,9 @@ def check_list(
 ) -> list[CheckResult]:
     """Results in list order; ``num_workers`` processes decode in parallel (1: in this process)."""
     jobs = [(r, decoder, min_frames) for r in records]
-    bar = tqdm(total=len(jobs), desc="checking", unit="video", file=sys.stderr, dynamic_ncols=True, disable=None)
+    bar = tqdm(
+        total=len(jobs), desc="checking", unit="video", file=sys.stderr, dynamic_ncols=True, disable=None
+    )
     try:
         if num_workers <= 1:
             results = []

@@ -130,7 +130,9 @@ def plan(
 
 def transcode_all(jobs: list[TranscodeJob], num_workers: int) -> list[str | None]:
     """Failure reasons (``None``: done) in job order, with a progress bar."""
-    bar = tqdm(total=len(jobs), desc="transcoding", unit="video", file=sys.stderr, dynamic_ncols=True, disable=None)
+    bar = tqdm(
+        total=len(jobs), desc="transcoding", unit="video", file=sys.stderr, dynamic_ncols=True, disable=None
+    )
     results: list[str | None] = []
     try:
         if num_workers <= 1:

@@ -168,7 +168,9 @@ def extract_features(
     loader_kwargs = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=env.device.type == "cuda")
     model.eval().to(env.device)
     total = sum(len(shards[i]) for i in todo) * views
-    with tqdm(total=total, desc="features", unit="view", disable=None if env.is_main else True, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total, desc="features", unit="view", disable=None if env.is_main else True, dynamic_ncols=True
+    ) as bar:
         for i in todo:
             part = _extract_shard(model, dataset, shards[i], loader_kwargs, env.device, autocast, bar, pool)
             _save_atomic(
