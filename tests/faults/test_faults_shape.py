@@ -65,7 +65,7 @@ def plain_reference(videos, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("before", "after", "extra"),
-    [(2, 1, ["--update_freq", "2"]), (1, 2, []), (2, 4, [])],
+    [(2, 1, ["--batch_size", "2", "--update_freq", "2"]), (1, 2, []), (2, 4, [])],
     ids=["2to1", "1to2", "2to4"],
 )
 def test_mid_epoch_resume_on_another_number_of_ranks(before, after, extra, videos, plain_reference, tmp_path):
@@ -75,7 +75,7 @@ def test_mid_epoch_resume_on_another_number_of_ranks(before, after, extra, video
     (stopped,) = run_parallel([_cmd(videos, out, before, fault=True)], env=fault)
     assert stopped.returncode != 0 and "stopped by SIGUSR1" in stopped.stderr, show(stopped)
     assert latest(out) == CheckpointManager(out).path_for(1, 4), sorted(p.name for p in out.iterdir())
-    resume = _cmd(videos, out, after, *(extra if after == 1 else []))
+    resume = _cmd(videos, out, after, *extra)  # later flags win: 1 process x batch 2 x --update_freq 2
     (resumed,) = run_parallel([resume], env=STORE)
     ok(resumed)
     assert "continuing at epoch 1, clip 4 (step 1 of 3)" in resumed.stdout, show(resumed)
