@@ -71,6 +71,9 @@ class _Recorder:
     def flush(self) -> None:
         self.f.flush()
 
+    def fileno(self) -> int:
+        return self.f.fileno()
+
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], what: str) -> Path:
     """Run ``write(f)`` into a temp file beside ``path``, fsync it, rename it over ``path``."""
