@@ -16,12 +16,15 @@ EXIT_FAILURE = 1
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from torch.distributed import DistError
+
     from datasets import AnnotationError, BadDataError
     from engine.loop import NonFiniteLossError, TooManyBadFilesError
     from models.checkpoint import CheckpointError
 
     return (
         CheckpointError,
+        DistError,  # a collective that timed out (--dist_timeout) or lost its peer, where no rank was named
         NonFiniteLossError,
         TooManyBadFilesError,
         BadDataError,
