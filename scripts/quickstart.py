@@ -45,7 +45,7 @@ class Stage:
     result: dict | None = None
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--out", default=str(ROOT / "quickstart_out"), help="where data, checkpoints, logs and figures go"
@@ -75,7 +75,7 @@ def parse() -> argparse.Namespace:
     cores = os.cpu_count() or 1
     # Two cores: one loader worker and one compute thread beat two of each fighting (~20 % faster).
     p.add_argument("--workers", type=int, default=1 if cores <= 2 else 2, help="DataLoader workers per stage")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.smoke:
         args.num_classes, args.videos_per_class, args.batch_size = 3, 4, 2
         args.teacher_videos_per_class = 4
@@ -95,6 +95,34 @@ def parse() -> argparse.Namespace:
 
 
 _EPOCH = re.compile(r"Epoch \[(\d+)\]")
+
+TEACHER = "pretrain_videomae_nano_patch8"
+# Random masking for the teacher (VideoMAE's --mask_type random): with tube masking its frozen
+# features read out no better than a random network's here; the students keep tube masking
+# (MM-local needs it).
+TEACHER_FLAGS = ("--mask_type", "random")
+
+
+def clip_flags(a: argparse.Namespace) -> list[str]:
+    """The clip, loader and device flags every stage shares."""
+    return ["--num_frames", str(a.num_frames), "--sampling_rate", "2", "--input_size", str(a.input_size),
+            "--num_workers", str(a.workers), "--device", a.device]  # fmt: skip
+
+
+def common_flags(a: argparse.Namespace) -> list[str]:
+    """The flags every training stage shares."""
+    return [*clip_flags(a), "--print_freq", "20", "--no_lr_scale", "--no-auto_resume"]
+
+
+def pretrain_flags(
+    a: argparse.Namespace, model: str, epochs: int, seed: int, list_file: Path, odir: Path, extra: tuple = ()
+) -> list[str]:
+    """``run_mae_pretraining.py``'s arguments for a VideoMAE stage (the teacher's, a student's);
+    benchmarks/bench_quickstart.py times the teacher's through the same list."""
+    return [*common_flags(a), *extra, "--seed", str(seed), "--data_path", str(list_file), "--model", model,
+            "--decoder_depth", "1", "--mask_ratio", "0.75", "--batch_size", str(a.batch_size), "--epochs", str(epochs),
+            "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-5", "--save_ckpt_freq", "1000",
+            "--output_dir", str(odir), "--log_dir", str(odir / "tb")]  # fmt: skip
 
 
 def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
@@ -146,9 +174,7 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-u"]
     stages: list[Stage] = []
-    clip = ["--num_frames", str(a.num_frames), "--sampling_rate", "2", "--input_size", str(a.input_size),
-            "--num_workers", str(a.workers), "--device", a.device]  # fmt: skip
-    common = [*clip, "--print_freq", "20", "--no_lr_scale", "--no-auto_resume"]
+    clip, common = clip_flags(a), common_flags(a)
     frames = max(4 * a.num_frames, 32)
     # A clip (num_frames at stride 2) sees half of each video and so half of its motion; speed 2
     # makes that ~0.6 short sides of travel, which the tiny ViTs learn in a few dozen epochs.
@@ -168,11 +194,9 @@ def main() -> None:
         name: str, model: str, epochs: int, seed: int, videos: Path = data, extra: tuple = ()
     ) -> str:
         odir = out / name
-        stages.append(run_stage(f"VideoMAE pre-train {name}", py + ["run_mae_pretraining.py", *common, *extra,
-            "--seed", str(seed), "--data_path", str(videos / "pretrain.csv"), "--model", model, "--decoder_depth", "1",
-            "--mask_ratio", "0.75", "--batch_size", str(a.batch_size), "--epochs", str(epochs), "--warmup_epochs", "1",
-            "--lr", "1e-3", "--min_lr", "1e-5", "--save_ckpt_freq", "1000", "--output_dir", str(odir),
-            "--log_dir", str(odir / "tb")], logs / f"{name}.log", epochs))  # fmt: skip
+        flags = pretrain_flags(a, model, epochs, seed, videos / "pretrain.csv", odir, extra)
+        stages.append(run_stage(f"VideoMAE pre-train {name}", py + ["run_mae_pretraining.py", *flags],
+                                logs / f"{name}.log", epochs))  # fmt: skip
         return str(odir / f"checkpoint-{epochs - 1}.pth")
 
     def probe(label: str, model: str, weights: str, seed: int) -> float:
@@ -208,11 +232,7 @@ def main() -> None:
         stages.append(stage)
         return stage.result["top1"]
 
-    # Random masking for the teacher (VideoMAE's --mask_type random): with tube masking its frozen
-    # features read out no better than a random network's here; the students keep tube masking
-    # (MM-local needs it).
-    teacher = pretrain("teacher_videomae", "pretrain_videomae_nano_patch8", a.pretrain_epochs, 0,
-                       teacher_data, ("--mask_type", "random"))  # fmt: skip
+    teacher = pretrain("teacher_videomae", TEACHER, a.pretrain_epochs, 0, teacher_data, TEACHER_FLAGS)
     rows: dict[str, dict[str, list[float]]] = {}
     rows["teacher (nano, VideoMAE)"] = {"finetune": [], "probe": []}
     rows["random nano (no training)"] = {"finetune": [], "probe": []}
