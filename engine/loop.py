@@ -223,8 +223,9 @@ def train_one_epoch(
         apply_schedules(opt, lr, wd)
         state.bad_files += int(torch.as_tensor(batch.get("n_bad", 0)).sum())
         # files, not clips: with --num_sample R a batch holds R clips of each of its videos, and
-        # n_bad is one count per video
-        state.seen_files += len(batch["n_bad"]) if "n_bad" in batch else len(batch["video"])
+        # the collated n_bad [B] has one count per video
+        n_bad = batch.get("n_bad")
+        state.seen_files += len(n_bad) if isinstance(n_bad, torch.Tensor) else len(batch["video"])
         _check_bad_fraction(state, cfg.max_bad_fraction)
         batch = to_device(batch, cfg.device)
         n = len(batch["video"])
