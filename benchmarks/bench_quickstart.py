@@ -103,7 +103,8 @@ def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
     quickstart = _quickstart()
     qs = quickstart.parse([])  # the quickstart's defaults
     flags = quickstart.pretrain_flags(qs, quickstart.TEACHER, qs.pretrain_epochs, 0, Path(lists["pretrain"]),
-                                      Path(tmp) / "out", (*quickstart.TEACHER_FLAGS, *extra))  # fmt: skip
+                                      Path(tmp) / "out", quickstart.TEACHER_FLAGS)  # fmt: skip
+    flags += extra  # last, so that they override the stage's own (argparse keeps the last value)
     run = cli_args.parse("pretrain", flags)
     # the stage's clips with its own epochs and repeated sampling (the extra flags may change both)
     stage_clips = run.epochs * qs.num_classes * qs.teacher_videos_per_class * run.num_sample
