@@ -17,7 +17,7 @@ from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
 from engine.errors import UsageError
 from models import zoo
-from models.distill import MODES, VALUE_LAYOUTS
+from models.distill import Flag, MMKDConfig, config_flags
 from models.onednn import CPU_GEMMS
 from models.onednn import resolve as resolve_cpu_gemm
 
@@ -209,6 +209,14 @@ def _masking(p: argparse.ArgumentParser, default_ratio: float) -> None:
     )
 
 
+def _add_flag(g: argparse._ArgumentGroup, flag: Flag) -> None:
+    """An MMKD setting as an option; its values are checked by `MMKDConfig` (see `validate`)."""
+    metavar = "{" + ",".join(flag.choices) + "}" if flag.choices else None
+    g.add_argument(
+        *flag.names, dest=flag.attr, type=flag.parse, default=flag.default, metavar=metavar, help=flag.help
+    )
+
+
 def build_parser(mode: str) -> argparse.ArgumentParser:
     """mode: 'pretrain' | 'distill' | 'finetune'."""
     desc = {
@@ -243,21 +251,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
             default=None,
             help="VideoMAE checkpoint of the teacher",
         )
-        g.add_argument(
-            "--distill", "--distill_mode", dest="distill", default="hybrid", help=f"one of {sorted(MODES)}"
-        )
-        g.add_argument("--kd_T", "--attn_temperature", dest="kd_T", type=float, default=1.0)
-        g.add_argument("--num_k", "--attn_topk", dest="num_k", type=int, default=10)
-        g.add_argument("--num_f", "--hint_topk", dest="num_f", type=int, default=10)
-        g.add_argument("--beta", "-b", "--hidden_weight", dest="beta", type=float, default=1.0)
-        g.add_argument("--beta_kd1", "--global_weight", dest="beta_kd1", type=float, default=0.1)
-        g.add_argument("--beta_kd2", "--local_weight", dest="beta_kd2", type=float, default=3.0)
-        g.add_argument("--gamma", "-r", "--hint_weight", dest="gamma", type=float, default=0.1)
-        g.add_argument("--alpha", "-a", "--relation_weight", dest="alpha", type=float, default=0.1)
-        g.add_argument("--temperature_s", type=float, default=0.1)
-        g.add_argument("--temperature_t", type=float, default=0.05)
-        g.add_argument("--alignment", choices=("auto", "always", "none"), default="auto")
-        g.add_argument("--local_value_layout", choices=VALUE_LAYOUTS, default="time_major")
+        for flag in config_flags():  # --distill, --alignment and every registered term's flags
+            _add_flag(g, flag)
         g.add_argument("--teacher_precision", choices=PRECISIONS, default=None, help="default: --precision")
         g.add_argument(
             "--decoder_depth",
@@ -460,18 +455,15 @@ def validate(args: argparse.Namespace, mode: str) -> argparse.Namespace:
             f"--data_path {args.data_path!r} is not a file; give the list of training videos (<path> <label> per line)",
         )
     if mode == "distill":
-        _check(
-            args.distill in MODES,
-            f"--distill {args.distill!r} is unknown; choose one of {', '.join(sorted(MODES))}",
-        )
+        try:  # the config checks its values; engine.build then builds it from them
+            MMKDConfig.from_args(args)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if args.decoder_depth:
             print(
                 f"note: --decoder_depth {args.decoder_depth} ignored: the distillation student is encoder-only"
             )
             args.decoder_depth = 0
-        _check(args.num_k >= 1, f"--num_k must be >= 1, got {args.num_k}")
-        _check(args.num_f >= 1, f"--num_f must be >= 1, got {args.num_f}")
-        _check(args.kd_T > 0, f"--kd_T must be > 0, got {args.kd_T}")
         _check(bool(args.path_t), "--path_t is required: the VideoMAE pre-training checkpoint of the teacher")
         _check(
             os.path.exists(args.path_t) or zoo.is_zoo_source(args.path_t),

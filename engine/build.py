@@ -11,7 +11,7 @@ import models  # noqa: F401  (registers our factories with timm)
 from engine.args import UsageError
 from models import PretrainVisionTransformer, VisionTransformer
 from models.checkpoint import CheckpointError, load_finetune_weights, load_teacher_weights
-from models.distill import MMKDConfig, MMKDLoss
+from models.distill import MMKDConfig, MMKDLoss, VisibleTokens, fit_problem
 from models.weights import read_state_dict
 
 
@@ -92,36 +92,11 @@ def build_distill(
         )
     except CheckpointError as err:
         raise UsageError(f"--path_t: {err}") from None
-    cfg = MMKDConfig(
-        mode=args.distill,
-        num_k=args.num_k,
-        num_f=args.num_f,
-        kd_T=args.kd_T,
-        temperature_s=args.temperature_s,
-        temperature_t=args.temperature_t,
-        gamma=args.gamma,
-        beta=args.beta,
-        beta_kd1=args.beta_kd1,
-        beta_kd2=args.beta_kd2,
-        alpha=args.alpha,
-        alignment=args.alignment,
-        value_layout=args.local_value_layout,
-    )
+    cfg = MMKDConfig.from_args(args)  # the values were checked by engine.args.validate
     s, p = visible_per_slice(student, args.mask_type, args.mask_ratio)
-    if "local" in cfg.terms and args.mask_type != "tube":
-        raise UsageError(f"--distill {args.distill} uses MM-local, which needs --mask_type tube")
-    if "local" in cfg.terms and args.num_k > s:
-        raise UsageError(
-            f"--num_k {args.num_k} exceeds the {s} visible tokens per temporal slice; lower --num_k or --mask_ratio"
-        )
-    if "global" in cfg.terms and args.num_k > p:
-        raise UsageError(
-            f"--num_k {args.num_k} exceeds the {p} visible tokens; lower --num_k or --mask_ratio"
-        )
-    if {"hint", "relation"} & set(cfg.terms) and args.num_f > p:
-        raise UsageError(
-            f"--num_f {args.num_f} exceeds the {p} visible tokens; lower --num_f or --mask_ratio"
-        )
+    problem = fit_problem(cfg, VisibleTokens(args.mask_type, s, p))
+    if problem:
+        raise UsageError(problem)
     try:
         heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, cfg)
     except ValueError as err:

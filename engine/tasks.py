@@ -113,7 +113,7 @@ class DistillTask(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         video, mask = batch["video"], batch["mask"]  # uint8 clips stay uint8 (see the module docstring)
-        need_attn, num_visible = self.heads.needs_attention, batch.get("num_visible")
+        need_attn, num_visible = "attention" in self.heads.needs, batch.get("num_visible")
         # through __call__ (forward = encode for encoder-only models), so that --compile applies
         with torch.no_grad(), self._teacher_context(video.device):
             video_t = upcast(video) if self.teacher_precision == "fp32" else video
@@ -121,12 +121,12 @@ class DistillTask(nn.Module):
         # the objectives run in float32 (or float64) whatever the encoders' precision (softmaxes
         # over 1e3 logits); the heads take features of any float dtype (see models.distill.mmkd)
         no_autocast = partial(torch.autocast, device_type=video.device.type, enabled=False)
-        out_t = _upcast_output(out_t)
+        out_t = out_t.map(upcast)
         with no_autocast():  # before the student's forward: on a GPU, no host sync for its count
             selected = self.heads.select(out_t)
         out_s = self.student(video, mask, return_attention=need_attn, num_visible=num_visible)
         with no_autocast():
-            return self.heads(_upcast_output(out_s), out_t, self.num_temporal, selected=selected)
+            return self.heads(out_s.map(upcast), out_t, self.num_temporal, selected=selected)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Student and alignment heads in one decay / no-decay pair, as the reference groups them
@@ -138,10 +138,6 @@ class DistillTask(nn.Module):
 
     def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
         self.load_state_dict(state, strict=True)
-
-
-def _upcast_output(out):
-    return type(out)(*(None if t is None else upcast(t) for t in (out.features, out.attn_logits, out.values)))
 
 
 def clip_erasing(probability: float, device: torch.device | str) -> RandomErasing | None:

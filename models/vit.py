@@ -14,7 +14,8 @@ Tokens are flattened time-major: index = t * (H' * W') + h * W' + w.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -289,11 +290,21 @@ class EncoderOutput:
     features:    [B, P, C] last block output for the P visible tokens (no final LayerNorm).
     attn_logits: [B, H, P, P] last block's pre-softmax attention (q * scale @ k^T), or None.
     values:      [B, H, P, d] last block's values (v_bias included), or None.
+    extras:      further named outputs (e.g. an objective's own layer), carried through unchanged.
     """
 
     features: Tensor
     attn_logits: Tensor | None = None
     values: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> EncoderOutput:
+        """The same output with ``fn`` applied to every tensor, the extras included."""
+        return EncoderOutput(
+            fn(self.features),
+            *(None if t is None else fn(t) for t in (self.attn_logits, self.values)),
+            {k: fn(v) for k, v in self.extras.items()},
+        )
 
 
 class VideoEncoder(nn.Module):

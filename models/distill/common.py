@@ -1,9 +1,31 @@
-"""Selections shared by the MMKD objectives."""
+"""Selections, flags and heads shared by the MMKD objectives."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from .registry import Flag, VisibleTokens, Widths, at_least, positive
+
+# hyper-parameters that several terms read (reference flag first, then our self-explaining alias)
+NUM_F = Flag(
+    "num_f",
+    ("--num_f", "--hint_topk"),
+    10,
+    "tokens kept per sample in MM-hint / MM-relation",
+    check=at_least(1),
+)
+NUM_K = Flag(
+    "num_k",
+    ("--num_k", "--attn_topk"),
+    10,
+    "attention entries kept per row in MM-global / per slice in MM-local",
+    check=at_least(1),
+)
+KD_T = Flag(
+    "kd_T", ("--kd_T", "--attn_temperature"), 1.0, "softmax temperature of the attention maps", check=positive
+)
+BETA = Flag("beta", ("--beta", "-b", "--hidden_weight"), 1.0, "weight of the hidden-level terms")
 
 
 def topk_keep_mask(x: Tensor, k: int) -> Tensor:
@@ -42,3 +64,34 @@ def merge_heads(h: Tensor) -> Tensor:
 def project(x: Tensor, proj) -> Tensor:
     """Applies an alignment module, or nothing when it is None."""
     return x if proj is None else proj(x)
+
+
+def num_f_fits(cfg, tokens: VisibleTokens) -> str | None:
+    """MM-hint / MM-relation keep ``num_f`` of the P visible tokens of each clip."""
+    if cfg.num_f > tokens.total:
+        return f"--num_f {cfg.num_f} exceeds the {tokens.total} visible tokens; lower --num_f or --mask_ratio"
+    return None
+
+
+class LinearHead(nn.Module):
+    """Hidden-level alignment (one per side and per term); named ``fc`` like the reference."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return in_own_dtype(self.fc, self.fc.weight, x)
+
+
+def side_heads(term: str, widths: Widths) -> dict[str, nn.Module | None]:
+    """MM-global / MM-local: ``<term>_s`` Linear(Cs, Ct) and ``<term>_t`` Linear(Ct, Ct), student first."""
+    s = LinearHead(widths.student, widths.teacher) if widths.aligned else None
+    t = LinearHead(widths.teacher, widths.teacher) if widths.aligned else None
+    return {f"{term}_s": s, f"{term}_t": t}
+
+
+def in_own_dtype(fn, weight: Tensor, x: Tensor) -> Tensor:
+    """Runs a head in its weights' dtype and returns the input's: DeepSpeed bf16/fp16 casts the heads
+    to half while the objectives compute in float32 (a no-op when both are float32 / float64)."""
+    return fn(x.to(weight.dtype)).to(x.dtype)

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from .common import project, topk_attention
+from .common import BETA, KD_T, NUM_K, project, side_heads, topk_attention
+from .registry import Context, Flag, Objective, VisibleTokens, Widths, register
 
 VALUE_LAYOUTS = ("time_major", "reference")
 
@@ -56,3 +57,53 @@ def mm_local_loss(
     with torch.no_grad():
         h_t = aggregate_local(attn_t.detach(), v_t.detach(), num_temporal, num_k, kd_T, value_layout)
     return F.mse_loss(h_s, project(h_t, proj_t))
+
+
+@register
+class Local(Objective):
+    """beta * beta_kd2 * MM-local (beta alone without MM-local, as the reference's VTop); tube masks."""
+
+    name = "local"
+    flags = (
+        NUM_K,
+        KD_T,
+        BETA,
+        Flag(
+            "beta_kd2",
+            ("--beta_kd2", "--local_weight"),
+            3.0,
+            "weight of MM-local inside the hidden terms (with MM-global on)",
+        ),
+        Flag(
+            "value_layout",
+            ("--local_value_layout",),
+            "time_major",
+            "value pairing: time_major (correct) or reference (the reference's, MMKD_SPEC 4.4)",
+            choices=VALUE_LAYOUTS,
+            what="MM-local value layout",
+        ),
+    )
+    needs = frozenset({"attention"})
+    modes = ("hybrid", "VTop", "onlykd")
+
+    def weight(self, cfg, terms) -> float:
+        return cfg.beta * (cfg.beta_kd2 if "global" in terms else 1.0)
+
+    def build_heads(self, cfg, widths: Widths) -> dict[str, nn.Module | None]:
+        return side_heads("local", widths)
+
+    def check_fit(self, cfg, tokens: VisibleTokens) -> str | None:
+        if tokens.mask_type != "tube":
+            return f"--distill {cfg.mode} uses MM-local, which needs --mask_type tube"
+        if cfg.num_k > tokens.per_slice:
+            return (
+                f"--num_k {cfg.num_k} exceeds the {tokens.per_slice} visible tokens per temporal slice; "
+                "lower --num_k or --mask_ratio"
+            )
+        return None
+
+    def loss(self, out_s, out_t, cfg, heads, ctx: Context) -> Tensor:
+        attn = (out_s.attn_logits, out_t.attn_logits, out_s.values, out_t.values)
+        return mm_local_loss(
+            *attn, ctx.num_temporal, cfg.num_k, cfg.kd_T, heads["local_s"], heads["local_t"], cfg.value_layout
+        )

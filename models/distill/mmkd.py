@@ -1,172 +1,119 @@
-"""The MMKD objective: composes the four terms with their weights (spec §4.5)."""
+"""The MMKD objective: the registered terms, each times its weight, summed (spec §4.5)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..vit import EncoderOutput
-from .global_attn import mm_global_loss
-from .hint import mm_hint_loss
-from .local_attn import VALUE_LAYOUTS, mm_local_loss
-from .relation import mm_relation_loss, start_token_selection
-
-# Which terms each reference ``--distill`` mode computes.
-MODES: dict[str, tuple[str, ...]] = {
-    "hybrid": ("hint", "relation", "global", "local"),
-    "hinTop": ("hint", "relation", "global"),
-    "VTop": ("hint", "relation", "local"),
-    "onlymse": ("hint", "relation"),
-    "onlykd": ("global", "local"),
-}
-ALIGNMENTS = ("auto", "always", "none")
+from .registry import Context, VisibleTokens, Widths, config_flags, objectives
 
 
-@dataclass
 class MMKDConfig:
-    """Hyper-parameters of the MMKD loss (reference flag names in brackets)."""
+    """Hyper-parameters of the MMKD loss: one attribute per `registry.config_flags()` field.
 
-    mode: str = "hybrid"  # [--distill] which terms are on, see MODES
-    num_k: int = 10  # [--num_k] attention entries kept per row in MM-global / per slice in MM-local
-    num_f: int = 10  # [--num_f] tokens kept per sample in MM-hint / MM-relation
-    kd_T: float = 1.0  # [--kd_T] softmax temperature of the attention maps
-    temperature_s: float = 0.1  # [--temperature_s] student similarity temperature (MM-relation)
-    temperature_t: float = 0.05  # [--temperature_t] teacher similarity temperature (MM-relation)
-    gamma: float = 0.1  # [--gamma] weight of MM-hint
-    beta: float = 1.0  # [--beta] weight of the hidden-level terms
-    beta_kd1: float = 0.1  # [--beta_kd1] weight of MM-global inside the hidden terms
-    beta_kd2: float = 3.0  # [--beta_kd2] weight of MM-local inside the hidden terms
-    alpha: float = 0.1  # [--alpha] weight of MM-relation (0 switches it off)
-    alignment: str = "auto"  # auto: heads only when widths differ; always; none
-    value_layout: str = "time_major"  # MM-local value pairing: time_major (correct) or reference
+    Keywords are the fields (``mode`` [--distill], ``alignment``, ``num_k``, ``gamma``,
+    ``value_layout`` [--local_value_layout], ... and those of any term registered later); the
+    rest take the flags' defaults. Every value is checked here, once: ValueError with the
+    option's one-line message (`engine.args` shows it as a usage error).
+    """
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown distillation mode {self.mode!r}; choose one of {sorted(MODES)}")
-        if self.alignment not in ALIGNMENTS:
-            raise ValueError(f"unknown alignment {self.alignment!r}; choose one of {ALIGNMENTS}")
-        if self.value_layout not in VALUE_LAYOUTS:
-            raise ValueError(
-                f"unknown MM-local value layout {self.value_layout!r}; choose one of {VALUE_LAYOUTS}"
-            )
-        for name in ("num_k", "num_f"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("kd_T", "temperature_s", "temperature_t"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+    def __init__(self, **values: Any):
+        flags = config_flags()
+        unknown = sorted(set(values) - {f.field for f in flags})
+        if unknown:
+            raise TypeError(f"unknown MMKD settings {unknown}; known: {sorted(f.field for f in flags)}")
+        for flag in flags:
+            value = values.get(flag.field, flag.default)
+            problem = flag.problem(value)
+            if problem:
+                raise ValueError(problem)
+            setattr(self, flag.field, value)
+
+    @classmethod
+    def from_args(cls, args) -> MMKDConfig:
+        """From the parsed command line (each flag's ``dest``)."""
+        return cls(**{f.field: getattr(args, f.attr) for f in config_flags()})
+
+    def __repr__(self) -> str:
+        return f"MMKDConfig({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     @property
     def terms(self) -> tuple[str, ...]:
-        return tuple(t for t in MODES[self.mode] if t != "relation" or self.alpha != 0)
+        """Names of the enabled terms, in registration order."""
+        return tuple(o.name for o in objectives() if o.enabled(self))
 
 
-class HintMLP(nn.Module):
-    """MM-hint student alignment: Linear(Cs, 2Cs) -> ReLU -> Linear(2Cs, Ct)."""
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(in_dim, 2 * in_dim)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(2 * in_dim, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _in_own_dtype(lambda y: self.fc2(self.act(self.fc1(y))), self.fc1.weight, x)
-
-
-class LinearHead(nn.Module):
-    """Hidden-level alignment (one per side and per term); named ``fc`` like the reference."""
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _in_own_dtype(self.fc, self.fc.weight, x)
-
-
-def _in_own_dtype(fn, weight: Tensor, x: Tensor) -> Tensor:
-    """Runs a head in its weights' dtype and returns the input's: DeepSpeed bf16/fp16 casts the heads
-    to half while the objectives compute in float32 (a no-op when both are float32 / float64)."""
-    return fn(x.to(weight.dtype)).to(x.dtype)
+def fit_problem(cfg: MMKDConfig, tokens: VisibleTokens) -> str | None:
+    """The first enabled term that cannot run on these masks says why; None when all can."""
+    for term in objectives():
+        problem = term.check_fit(cfg, tokens) if term.enabled(cfg) else None
+        if problem:
+            return problem
+    return None
 
 
 class MMKDLoss(nn.Module):
-    """L = gamma*hint + beta*(beta_kd1*global + beta_kd2*local) + alpha*relation.
+    """L = sum over the enabled terms of weight * term; the reference's four give
+    gamma*hint + beta*(beta_kd1*global + beta_kd2*local) + alpha*relation.
 
-    Holds the trainable alignment heads (``align_feature``, ``global_s/t``, ``local_s/t``), built
-    from the two widths: none when they are equal and ``alignment="auto"`` (the reference's
-    ViT-B-student recipe), all the active terms need otherwise.
+    Holds the trainable heads of the enabled terms as attributes under the terms' names
+    (``align_feature``, ``global_s/t``, ``local_s/t``): alignment heads exist when the widths
+    differ and ``alignment="auto"`` (none for the reference's ViT-B-student recipe), or with
+    ``alignment="always"``.
     """
 
     def __init__(self, student_dim: int, teacher_dim: int, cfg: MMKDConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or MMKDConfig()
-        use_heads = cfg.alignment == "always" or (cfg.alignment == "auto" and student_dim != teacher_dim)
-        if not use_heads and student_dim != teacher_dim:
+        aligned = cfg.alignment == "always" or (cfg.alignment == "auto" and student_dim != teacher_dim)
+        if not aligned and student_dim != teacher_dim:
             raise ValueError(
                 f"student width {student_dim} != teacher width {teacher_dim}: alignment heads are required "
                 "(use --alignment auto or always)"
             )
-        terms = cfg.terms
-        self.align_feature = HintMLP(student_dim, teacher_dim) if use_heads and "hint" in terms else None
-        for term in ("global", "local"):
-            on = use_heads and term in terms
-            setattr(self, f"{term}_s", LinearHead(student_dim, teacher_dim) if on else None)
-            setattr(self, f"{term}_t", LinearHead(teacher_dim, teacher_dim) if on else None)
+        self.enabled_terms = [o for o in objectives() if o.enabled(cfg)]
+        self.head_names: dict[str, tuple[str, ...]] = {}
+        widths = Widths(student_dim, teacher_dim, aligned)
+        for term in self.enabled_terms:
+            heads = term.build_heads(cfg, widths)
+            for name, head in heads.items():
+                if hasattr(self, name):
+                    raise ValueError(f"MMKD term {term.name!r}: head name {name!r} is taken")
+                setattr(self, name, head)
+            self.head_names[term.name] = tuple(heads)
 
     @property
-    def needs_attention(self) -> bool:
-        return any(t in self.cfg.terms for t in ("global", "local"))
+    def needs(self) -> frozenset[str]:
+        """Encoder outputs the enabled terms need beyond the features (``"attention"``)."""
+        return frozenset().union(*(t.needs for t in self.enabled_terms))
 
-    def select(self, out_t: EncoderOutput) -> Callable[[], Tensor] | None:
-        """Starts the relation term's token selection from the teacher's output (None without the
-        term); pass it to :meth:`forward` (see `start_token_selection`: no host sync on a GPU when
-        started before the student's forward)."""
-        return start_token_selection(out_t.features, self.cfg.num_f) if "relation" in self.cfg.terms else None
+    def select(self, out_t: EncoderOutput) -> dict[str, Any] | None:
+        """Starts the terms' work that needs only the teacher's output (the relation term's token
+        selection; None when no term has any); pass it to :meth:`forward`. Started before the
+        student's forward, it needs no host sync on a GPU (see `start_token_selection`)."""
+        started = {t.name: t.prepare(out_t, self.cfg) for t in self.enabled_terms}
+        return {k: v for k, v in started.items() if v is not None} or None
 
     def forward(
         self,
         out_s: EncoderOutput,
         out_t: EncoderOutput,
         num_temporal: int,
-        selected: Callable[[], Tensor] | None = None,
+        selected: dict[str, Any] | None = None,
     ) -> dict[str, Tensor]:
         """Student / teacher encoder outputs on the same visible tokens -> {"loss", <term>: value}.
 
-        ``selected``: :meth:`select` of ``out_t``, when started earlier.
+        ``num_temporal``: the student's T'; ``selected``: :meth:`select` of ``out_t``, when started earlier.
         """
-        c = self.cfg
-        terms = c.terms
+        selected = selected or {}
         losses: dict[str, Tensor] = {}
-        if "hint" in terms:
-            losses["hint"] = mm_hint_loss(out_s.features, out_t.features, self.align_feature, c.num_f)
-        if "relation" in terms:
-            losses["relation"] = mm_relation_loss(
-                out_s.features,
-                out_t.features,
-                c.num_f,
-                c.temperature_s,
-                c.temperature_t,
-                selected=selected() if selected is not None else None,
-            )
-        attn = (out_s.attn_logits, out_t.attn_logits, out_s.values, out_t.values)
-        if "global" in terms:
-            losses["global"] = mm_global_loss(*attn, c.num_k, c.kd_T, self.global_s, self.global_t)
-        if "local" in terms:
-            losses["local"] = mm_local_loss(
-                *attn, num_temporal, c.num_k, c.kd_T, self.local_s, self.local_t, c.value_layout
-            )
-        # the reference weighs the hidden terms by beta_kd1 / beta_kd2 only when both are on
-        # (hybrid, onlykd); hinTop / VTop add beta * their single term
-        both = "global" in terms and "local" in terms
-        weights = {
-            "hint": c.gamma,
-            "relation": c.alpha,
-            "global": c.beta * (c.beta_kd1 if both else 1.0),
-            "local": c.beta * (c.beta_kd2 if both else 1.0),
-        }
+        for term in self.enabled_terms:
+            heads = {name: getattr(self, name) for name in self.head_names[term.name]}
+            ctx = Context(num_temporal, selected.get(term.name))
+            losses[term.name] = term.loss(out_s, out_t, self.cfg, heads, ctx)
+        names = tuple(losses)
+        weights = {t.name: t.weight(self.cfg, names) for t in self.enabled_terms}
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import select_tokens
+from .common import NUM_F, num_f_fits, select_tokens
+from .registry import Context, Flag, Objective, VisibleTokens, positive, register
 
 _DIAGONAL_FILL = -1000.0  # a token is never its own neighbour
 
@@ -71,3 +72,41 @@ def mm_relation_loss(
         rows_t = f_t.detach().flatten(0, 1).index_select(0, selected)
         p_t = F.softmax(_similarity_logits(rows_t, temperature_t), dim=-1)
     return F.kl_div(log_p_s, p_t, reduction="sum") / (f_s.shape[0] * num_f)
+
+
+@register
+class Relation(Objective):
+    """alpha * MM-relation on the raw features (no head); alpha = 0 switches it off."""
+
+    name = "relation"
+    flags = (
+        NUM_F,
+        Flag(
+            "alpha",
+            ("--alpha", "-a", "--relation_weight"),
+            0.1,
+            "weight of MM-relation (0 switches it off)",
+        ),
+        Flag("temperature_s", ("--temperature_s",), 0.1, "student similarity temperature", check=positive),
+        Flag("temperature_t", ("--temperature_t",), 0.05, "teacher similarity temperature", check=positive),
+    )
+    modes = ("hybrid", "hinTop", "VTop", "onlymse")
+
+    def enabled(self, cfg) -> bool:
+        return super().enabled(cfg) and cfg.alpha != 0
+
+    def weight(self, cfg, terms) -> float:
+        return cfg.alpha
+
+    def check_fit(self, cfg, tokens: VisibleTokens) -> str | None:
+        return num_f_fits(cfg, tokens)
+
+    def prepare(self, out_t, cfg) -> Callable[[], Tensor]:
+        # before the student's forward: on a GPU the selection's count then needs no host sync
+        return start_token_selection(out_t.features, cfg.num_f)
+
+    def loss(self, out_s, out_t, cfg, heads, ctx: Context) -> Tensor:
+        selected = ctx.prepared() if ctx.prepared is not None else None
+        return mm_relation_loss(
+            out_s.features, out_t.features, cfg.num_f, cfg.temperature_s, cfg.temperature_t, selected=selected
+        )
