@@ -211,7 +211,7 @@ def _masking(p: argparse.ArgumentParser, default_ratio: float) -> None:
 
 def _add_flag(g: argparse._ArgumentGroup, flag: Flag) -> None:
     """An MMKD setting as an option; its values are checked by `MMKDConfig` (see `validate`)."""
-    metavar = "{" + ",".join(flag.choices) + "}" if flag.choices else None
+    metavar = "{" + ",".join(map(str, flag.choices)) + "}" if flag.choices else None
     g.add_argument(
         *flag.names, dest=flag.attr, type=flag.parse, default=flag.default, metavar=metavar, help=flag.help
     )

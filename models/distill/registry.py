@@ -58,9 +58,7 @@ class Flag:
         """One line naming the option, when ``value`` is not allowed; else None."""
         option = self.names[0]
         if self.choices is not None and value not in self.choices:
-            return (
-                f"{option} {value!r}: unknown {self.what or 'value'}; choose one of {', '.join(self.choices)}"
-            )
+            return f"{option} {value!r}: unknown {self.what or 'value'}; choose one of {', '.join(map(str, self.choices))}"
         reason = self.check(value) if self.check is not None else None
         return f"{option} {reason}, got {value}" if reason else None
 
@@ -146,7 +144,7 @@ COMPOSITION_FLAGS = (
         "mode",
         ("--distill", "--distill_mode"),
         "hybrid",
-        f"which terms are on: one of {sorted(MODES)}",
+        "which of the reference's terms are on (hybrid: all four)",
         dest="distill",
         choices=MODES,
         what="distillation mode",
