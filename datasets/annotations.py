@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from common.files import atomic_write_text
+
 from .errors import AnnotationError
 
 ListFormat = Literal["auto", "video", "frames"]
@@ -164,18 +166,6 @@ def format_record(path: str, label: int, num_frames: int | None = None) -> str:
 
 
 def write_text_atomic(path: str | os.PathLike[str], lines: list[str]) -> str:
-    """Write ``lines`` (one per line) to ``path`` through a temporary file and a rename.
-
-    A reader (or a crash) never sees a half-written file; an existing file is replaced only once
-    the new one is complete.
-    """
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.writelines(line + "\n" for line in lines)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write ``lines`` (one per line) to ``path`` whole or not at all (`common.files.atomic_write_text`)."""
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return os.fspath(path)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from common.files import atomic_path
+
 from .synthetic_scene import SCENES, class_names
 
 _CHUNK = 16  # frames rendered at once: bounds memory at large sizes
@@ -42,8 +44,9 @@ def _write_video(job: _VideoJob) -> None:
     rng = np.random.default_rng((job.seed, job.class_id, job.index))
     scene = SCENES[job.scene](job.class_id, job.num_frames, job.width, job.height, rng, job.speed)
     os.makedirs(os.path.dirname(job.path), exist_ok=True)
-    tmp = job.path + ".part"
-    with av.open(tmp, "w", format="mp4") as container:
+    # a killed run never leaves a truncated video under the final name (not fsynced: generated again at will)
+    part = atomic_path(job.path, temp=job.path + ".part", sync=False)
+    with part as tmp, av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=job.fps)
         stream.width, stream.height, stream.pix_fmt = job.width, job.height, "yuv420p"
         # threads=1 and no macroblock-tree rate control: with mbtree, x264's output differed between
@@ -53,7 +56,6 @@ def _write_video(job: _VideoJob) -> None:
             for image in scene.frames(start, min(start + _CHUNK, job.num_frames)):
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))
-    os.replace(tmp, job.path)  # a killed run never leaves a truncated video under the final name
 
 
 def _split_counts(videos_per_class: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:

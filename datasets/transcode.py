@@ -32,6 +32,7 @@ from fractions import Fraction
 import av
 from tqdm import tqdm
 
+from common.files import atomic_path
 from engine.args import OneLineParser, UsageError
 from engine.cli import run
 
@@ -62,16 +63,11 @@ def transcode_video(job: TranscodeJob) -> str | None:
     """Encode ``job``; returns ``None`` on success (or when already done), else the reason it failed."""
     if os.path.exists(job.target):
         return None
-    os.makedirs(os.path.dirname(job.target), exist_ok=True)
-    tmp = job.target + ".part"
     try:
-        _encode(job, tmp)
-        os.replace(tmp, job.target)
+        with atomic_path(job.target, temp=job.target + ".part") as tmp:  # a rerun overwrites a killed run's
+            _encode(job, str(tmp))
     except _ERRORS as err:
         return " ".join(str(err).split()) or type(err).__name__
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return None
 
 

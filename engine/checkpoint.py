@@ -1,18 +1,16 @@
 """Checkpoint files: atomic writes, rotation, safe loading and RNG state.
 
 A checkpoint on disk is always either the previous complete file or the new complete file:
-:func:`atomic_save` writes a hidden temp file beside the target, fsyncs it and renames it
-over the target. Loading always uses ``weights_only=True``; a file that needs arbitrary
+:func:`atomic_save` writes through :func:`common.files.atomic_write` (a hidden temp file beside
+the target, fsynced and renamed over it). Loading always uses ``weights_only=True``; a file that needs arbitrary
 unpickling is refused, never retried unsafely.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import re
-import secrets
 import shutil
 import warnings
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from common.files import atomic_write, is_temp_name
 from models.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
 
 __all__ = [
@@ -36,22 +35,6 @@ __all__ = [
 
 _NUMBERED = re.compile(r"^checkpoint-(\d+)\.pth$")
 _MID_EPOCH = re.compile(r"^checkpoint-(\d+)-(\d+)\.pth$")  # epoch, clips of its global order done
-_TEMP_SUFFIX = ".tmp"
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is only durable once the directory entry is on disk. Some filesystems
-    # cannot fsync a directory (EINVAL); the rename has happened, so that is not an error.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 class _Recorder:
@@ -76,32 +59,20 @@ class _Recorder:
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], what: str) -> Path:
-    """Run ``write(f)`` into a temp file beside ``path``, fsync it, rename it over ``path``."""
-    path = Path(path)
-    tmp: Path | None = None
-    recorder = None
+    """`common.files.atomic_write`, any failure one `CheckpointError` line naming the real cause."""
+    recorder: _Recorder | None = None
+
+    def recorded(f: BinaryIO) -> None:
+        nonlocal recorder
+        recorder = _Recorder(f)
+        write(recorder)
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
-        # os.open with 0o666 (not mkstemp's 0o600) so the checkpoint honours the umask.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            recorder = _Recorder(f)
-            write(recorder)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
+        return atomic_write(path, recorded)
     except Exception as exc:  # any failure (ENOSPC, EFBIG, EROFS, EACCES, unpicklable object) reads the same
         cause = recorder.error if recorder is not None and recorder.error is not None else exc
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-        raise CheckpointError(f"could not {what} {path}: {type(cause).__name__}: {reason}") from exc
-    finally:
-        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-    return path
+        raise CheckpointError(f"could not {what} {Path(path)}: {type(cause).__name__}: {reason}") from exc
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -266,7 +237,7 @@ class CheckpointManager:
             return []
         removed = []
         for p in self.output_dir.iterdir():
-            if p.name.startswith(".") and p.name.endswith(_TEMP_SUFFIX) and p.is_file():
+            if is_temp_name(p.name) and p.is_file():
                 p.unlink(missing_ok=True)
                 removed.append(p)
         return removed

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from common.files import atomic_path, atomic_write_text
 from datasets import collate_batch
 from datasets.classification import VideoClsEvalDataset
 from engine.args import UsageError
@@ -65,21 +66,8 @@ def fingerprint(dataset: VideoClsEvalDataset, settings: dict) -> str:
 def _save_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _claim_folder(folder: Path, key: str, env: DistEnv) -> None:
@@ -92,7 +80,7 @@ def _claim_folder(folder: Path, key: str, env: DistEnv) -> None:
                 f"{folder} holds shards of another extraction (other list, checkpoint or clip settings); "
                 "use a new --output_dir or delete that folder"
             )
-        _write_text_atomic(stamp, key + "\n")
+        atomic_write_text(stamp, key + "\n")
     barrier()
 
 
@@ -199,9 +187,9 @@ def merge_shards(
         [row, dataset.records[i].path, dataset.records[i].label, views]
         for row, (i, views) in enumerate(zip(cat["rows"].tolist(), cat["views"].tolist()))
     ]
-    _write_text_atomic(out / "index.csv", _csv(index))
+    atomic_write_text(out / "index.csv", _csv(index))
     broken = [dataset.records[i].path for i in cat["broken"].tolist()]
-    _write_text_atomic(out / "broken.txt", "".join(f"{p}\n" for p in broken))
+    atomic_write_text(out / "broken.txt", "".join(f"{p}\n" for p in broken))
     for path in broken:
         logger.warning("no readable view of %s: left out of the features (listed in broken.txt)", path)
     return {

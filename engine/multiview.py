@@ -21,6 +21,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from common.files import atomic_write_text
+
 __all__ = ["MergeResult", "format_view_line", "merge_views", "softmax_f64", "write_rank_file"]
 
 Dedupe = Literal["pair", "reference"]
@@ -65,17 +67,7 @@ def write_rank_file(path: str | os.PathLike[str], lines: Iterable[str], header: 
     if "\n" in header:
         raise ValueError("the header must be a single line")
     text = header + "\n" + "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, text)
 
 
 def softmax_f64(logits: np.ndarray) -> np.ndarray:

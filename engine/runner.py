@@ -20,6 +20,7 @@ from timm.utils import ModelEmaV2
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
+from common.files import atomic_write_text
 from datasets import collate_batch
 from engine import preempt
 from engine.args import UsageError
@@ -362,9 +363,7 @@ class Trainer:
         lines = log.read_text().splitlines(keepends=True)
         kept = [x for x in lines if json.loads(x).get("epoch", -1) < start_epoch] if lines else []
         if len(kept) != len(lines):
-            tmp = log.with_name(".log.txt.tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, log)
+            atomic_write_text(log, "".join(kept))
 
     # ----- epochs ------------------------------------------------------------------------
     def step_config(self, observer: Callable[[dict], None] | None = None) -> StepConfig:

@@ -18,6 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from common.files import atomic_path
 from datasets import VideoDecodeError, build_mask_generator
 from datasets.decoding import DECODERS, open_video
 from datasets.masking import MASK_GENERATORS
@@ -213,9 +214,8 @@ def save_image(image: Image.Image, path: str) -> None:
     """
     fmt = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
     options = {"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}
-    part = f"{path}.part"
-    image.save(part, format=fmt, **options)
-    os.replace(part, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt, **options)
 
 
 def to_pixels(video: Tensor) -> Tensor:

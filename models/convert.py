@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import torch
 from torch import Tensor, nn
+
+from common.files import atomic_path, atomic_write_text
 
 from . import hf, registry
 from .checkpoint import CheckpointError, read_checkpoint
@@ -146,18 +146,11 @@ def _write_folder(out_dir: str, config: dict, state: dict[str, Tensor]) -> None:
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise ConvertError(f"{out_dir} exists and is not empty; choose a new folder")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as fh:
-            json.dump(config, fh, indent=2, sort_keys=True)
-        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        if os.path.exists(out_dir):
-            os.rmdir(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(out_dir) as tmp:  # the folder appears whole, or not at all
+        tmp.mkdir()  # its files written atomically too: each is fsynced before the folder's rename
+        atomic_write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True))
+        with atomic_path(tmp / "model.safetensors") as weights:
+            save_file(state, str(weights), metadata={"format": "pt"})
 
 
 def to_hf_folder(src: str, out_dir: str, opts: argparse.Namespace) -> str:
@@ -188,24 +181,19 @@ def from_hf_file(src_dir: str, out_path: str) -> str:
     model = registry.rebuild({"name": name, "kwargs": kwargs})
     load_strict(model, dict(state), src_dir)
     model_args = {"name": name, "kwargs": kwargs}
-    tmp = f"{out_path}.tmp{os.getpid()}"
-    try:
+    if not out_path.endswith((".safetensors", ".pth", ".pt")):
+        raise ConvertError(f"{out_path}: the output must end in .pth, .pt or .safetensors")
+    with atomic_path(out_path) as tmp:
         if out_path.endswith(".safetensors"):
             from safetensors.torch import save_file
 
             save_file(
                 {k: v.contiguous() for k, v in state.items()},
-                tmp,
+                str(tmp),
                 metadata={"model_args": json.dumps(model_args)},
             )
-        elif out_path.endswith((".pth", ".pt")):
-            torch.save({"model": state, "model_args": model_args, "hf_config": config}, tmp)
         else:
-            raise ConvertError(f"{out_path}: the output must end in .pth, .pt or .safetensors")
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            torch.save({"model": state, "model_args": model_args, "hf_config": config}, tmp)
     return name
 
 
