@@ -52,6 +52,7 @@ def test_documented_flags_are_accepted():
         known |= _flags_of(tool.build_parser())
     torchrun = {"--nproc_per_node", "--nnodes", "--node_rank", "--master_addr", "--max-restarts", "--help"}
     torchrun |= {"--signal", "--requeue"}  # sbatch / srun options, in the slurm section
+    torchrun |= set(re.findall(r'Flag\("\w+", \("(--\w+)",\)', README))  # the example objective's own flags
     documented = set(re.findall(r"(?<![\w-])(--[A-Za-z][A-Za-z0-9_-]*[A-Za-z0-9_])", README)) - torchrun
     missing = sorted(f for f in documented if f not in known)
     assert not missing, f"README documents flags no entry point accepts: {missing}"
@@ -80,6 +81,19 @@ def test_readme_python_example_runs():
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (our own documentation)
     assert set(namespace["terms"]) == {"loss", "hint", "relation", "global", "local"}
     assert namespace["student"].encoder.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_readme_objective_example_registers_a_term(monkeypatch):
+    """The "How to add an objective" block, run as written, adds its flag and its term."""
+    from engine.args import build_parser
+    from models.distill import MMKDConfig, registry
+
+    section = README.split("### How to add an objective", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setattr(registry, "OBJECTIVES", dict(registry.OBJECTIVES))  # undone after the test
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 (our own documentation)
+    assert "cos" in registry.OBJECTIVES and "--w_cos" in build_parser("distill").format_help()
+    assert MMKDConfig(mode="hybrid", w_cos=0.5).w_cos == 0.5
 
 
 @pytest.mark.parametrize("doc", ["INSTALL.md", "MODEL_ZOO.md", "LICENSE"])
