@@ -16,7 +16,7 @@ import sys
 import torch
 
 from datasets import build_multiview_dataset
-from engine.args import UsageError, _Parser
+from engine.args import OneLineParser, UsageError
 from engine.cli import run
 from engine.distributed import DistEnv, init_distributed
 from engine.feature_args import POOLING_HELP, add_model_and_clip_args, clip_settings, validate_clip_args
@@ -25,7 +25,7 @@ from engine.precision import autocast_context
 
 
 def parse(argv: list[str] | None) -> object:
-    p = _Parser(description=__doc__.splitlines()[0], epilog=POOLING_HELP, allow_abbrev=False)
+    p = OneLineParser(description=__doc__.splitlines()[0], epilog=POOLING_HELP, allow_abbrev=False)
     add_model_and_clip_args(p, "list file of videos (<path> <label> per line)")
     args = validate_clip_args(p.parse_args(argv))
     if not args.data_path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from engine.args import UsageError, _Parser
+from engine.args import OneLineParser, UsageError
 from engine.cli import run
 from engine.distributed import init_distributed
 from engine.feature_args import POOLING_HELP, add_model_and_clip_args, validate_clip_args
@@ -26,7 +26,7 @@ from run_extract_features import extract
 
 
 def parse(argv: list[str] | None):
-    p = _Parser(description=__doc__.splitlines()[0], epilog=POOLING_HELP, allow_abbrev=False)
+    p = OneLineParser(description=__doc__.splitlines()[0], epilog=POOLING_HELP, allow_abbrev=False)
     add_model_and_clip_args(
         p, "folder holding train.csv and the --val_split list (for on-the-fly extraction)"
     )

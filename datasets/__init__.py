@@ -9,11 +9,38 @@ tools :mod:`.prepare` (lists from the official releases, via :mod:`.official_lis
 (broken files) and :mod:`.transcode` (re-encoding for fast decoding).
 """
 
-from .builders import DATASET_CLASSES, build_dataset, build_multiview_dataset, build_pretraining_dataset
-from .collate import collate_batch
-from .errors import AnnotationError, BadDataError, VideoDecodeError
-from .masking import RandomMaskingGenerator, TubeMaskingGenerator, build_mask_generator
-from .transforms import normalize_video
+import importlib
+
+# Names are loaded on first use (PEP 562), so that the command-line tools (``python -m
+# datasets.check`` / ``prepare`` / ``transcode``) start without the builders' imports (torch's
+# DataLoader, timm, the models).
+_EXPORTS = {
+    "DATASET_CLASSES": ".builders",
+    "build_dataset": ".builders",
+    "build_multiview_dataset": ".builders",
+    "build_pretraining_dataset": ".builders",
+    "collate_batch": ".collate",
+    "AnnotationError": ".errors",
+    "BadDataError": ".errors",
+    "VideoDecodeError": ".errors",
+    "RandomMaskingGenerator": ".masking",
+    "TubeMaskingGenerator": ".masking",
+    "build_mask_generator": ".masking",
+    "normalize_video": ".transforms",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # once: later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "DATASET_CLASSES",

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from engine.args import OneLineParser, UsageError
-from engine.cli import run
+from common.cli import OneLineParser, UsageError, run_tool
 
 from .annotations import VideoRecord, read_annotation_list, write_text_atomic
 from .decoding import DECODERS, Decoder, check_decoder, open_video
-from .errors import AnnotationError, VideoDecodeError
+from .errors import TOOL_ERRORS, AnnotationError, VideoDecodeError
 
 # Frames are converted at this size only: decoding is what is checked, and tiny RGB frames keep a
 # whole long video in a few MB.
@@ -141,4 +140,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run_tool(main, errors=TOOL_ERRORS))

@@ -26,3 +26,8 @@ class VideoDecodeError(RuntimeError):
 
 class BadDataError(RuntimeError):
     """Too many samples in this process failed to load (see ``max_bad_fraction``)."""
+
+
+# what the data tools (prepare / check / transcode) report in one line rather than a traceback:
+# a list they cannot use, a folder they cannot read or write
+TOOL_ERRORS: tuple[type[BaseException], ...] = (AnnotationError, BadDataError, OSError)

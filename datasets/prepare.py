@@ -17,10 +17,10 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from engine.args import OneLineParser, UsageError
-from engine.cli import run
+from common.cli import OneLineParser, UsageError, run_tool
 
 from .annotations import SPLITS, VIDEO_EXTENSIONS, format_record, write_text_atomic
+from .errors import TOOL_ERRORS
 from .frames import IMAGE_EXTENSIONS
 from .official_lists import DATASETS, NUMBERED_SPLITS, PARSERS, OfficialLists, ReleaseError
 
@@ -173,4 +173,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run_tool(main, errors=TOOL_ERRORS))

@@ -32,12 +32,11 @@ from fractions import Fraction
 import av
 from tqdm import tqdm
 
+from common.cli import OneLineParser, UsageError, run_tool
 from common.files import atomic_path
-from engine.args import OneLineParser, UsageError
-from engine.cli import run
 
 from .annotations import VideoRecord, format_record, read_annotation_list, write_text_atomic
-from .errors import AnnotationError
+from .errors import TOOL_ERRORS, AnnotationError
 
 _ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, EOFError)
 
@@ -190,4 +189,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run_tool(main, errors=TOOL_ERRORS))

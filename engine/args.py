@@ -12,30 +12,20 @@ import argparse
 import math
 import os
 
+from common.cli import OneLineParser, UsageError
 from datasets.decoding import DECODERS, check_decoder
 from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
-from engine.errors import UsageError
 from models import zoo
 from models.distill import Flag, MMKDConfig, config_flags
 from models.onednn import CPU_GEMMS
 from models.onednn import resolve as resolve_cpu_gemm
 
-__all__ = ["DATA_SETS", "PRECISIONS", "UsageError", "build_parser", "parse", "resolve_precision", "validate"]
+__all__ = ["DATA_SETS", "PRECISIONS", "OneLineParser", "UsageError", "build_parser", "parse", "resolve_precision", "validate"]
 
 DATA_SETS = ("Kinetics-400", "UCF101", "HMDB51", "SSV2")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit code 2, no usage dump
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-OneLineParser = (
-    _Parser  # the same parser for the tools outside the three entry points (datasets.prepare, ...)
-)
 
 
 def _common(p: argparse.ArgumentParser, mode: str) -> None:
@@ -224,7 +214,7 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         "distill": "MMKD masked knowledge distillation",
         "finetune": "fine-tuning, validation and multi-view testing",
     }[mode]
-    p = _Parser(description=desc, allow_abbrev=False)
+    p = OneLineParser(description=desc, allow_abbrev=False)
     _common(p, mode)
     if mode == "pretrain":
         _masking(p, 0.75)

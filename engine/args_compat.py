@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from engine.errors import UsageError
+from common.cli import UsageError
 
 UNUSED = "accepted for reference compatibility; unused"
 # torchrun / srun are detected without a flag; --dist_on_itp maps OpenMPI's variables onto theirs

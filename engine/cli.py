@@ -6,13 +6,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 
+from common.cli import EXIT_FAILURE, EXIT_USAGE, program, run_tool
 from engine import preempt
-from engine.args import UsageError
 from engine.preempt import EXIT_PREEMPTED, Preempted
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "run"]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -32,14 +32,6 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def one_line(err: BaseException) -> str:
-    """The error's own message on one line (DataLoader workers wrap it in their traceback)."""
-    text = str(err).strip()
-    if "Original Traceback" in text:  # torch.utils.data re-raise: the original message is the last line
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())
-
-
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Calls ``main(argv)``; maps known failures to an exit code and a one-line message.
 
@@ -50,9 +42,12 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     """
     from engine.distributed import cleanup, is_distributed
 
-    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "mmkd"
+    prog = program()
     try:
-        code = _call(main, argv, prog)
+        code = run_tool(
+            main, argv, _expected_errors(), stops=(Preempted, EXIT_PREEMPTED), say=partial(_say, prog),
+            interrupted="interrupted; resume with the same command (--auto_resume is on by default)",
+        )  # fmt: skip
     finally:
         distributed = is_distributed()
         cleanup()
@@ -72,21 +67,3 @@ def _say(prog: str, message: str) -> None:
     where = f" [rank {get_rank()}]" if get_world_size() > 1 else ""
     sys.stderr.write(f"{prog}{where}: {message}\n")
     sys.stderr.flush()
-
-
-def _call(main: Callable[[list[str] | None], object], argv: list[str] | None, prog: str) -> int:
-    try:
-        main(argv)
-    except UsageError as err:
-        _say(prog, f"error: {one_line(err)}")
-        return EXIT_USAGE
-    except _expected_errors() as err:
-        _say(prog, f"error: {one_line(err)}")
-        return EXIT_FAILURE
-    except Preempted as err:
-        _say(prog, one_line(err))
-        return EXIT_PREEMPTED
-    except KeyboardInterrupt:
-        _say(prog, "interrupted; resume with the same command (--auto_resume is on by default)")
-        return 130
-    return 0

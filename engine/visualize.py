@@ -18,13 +18,13 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from common.cli import UsageError
 from common.files import atomic_path
 from datasets import VideoDecodeError, build_mask_generator
 from datasets.decoding import DECODERS, open_video
 from datasets.masking import MASK_GENERATORS
 from engine.args import _writable_dir, check_decoder_flag
 from engine.args_compat import UNUSED
-from engine.errors import UsageError
 from models import PretrainVisionTransformer
 from models.checkpoint import TEACHER_EXPECTED_UNUSED, CheckpointError
 from models.convert import load_strict

@@ -322,6 +322,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from engine.cli import run
+    from common.cli import run_tool
 
-    sys.exit(run(main))
+    sys.exit(run_tool(main, errors=(CheckpointError, OSError)))
