@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -56,7 +56,6 @@ class EpochState:
     skipped_steps: int = 0
     bad_files: int = 0
     seen_files: int = 0
-    history: list[dict] = field(default_factory=list)
 
     def counters(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in ("global_step", "skipped_steps", "bad_files", "seen_files")}

@@ -91,9 +91,9 @@ def newest_checkpoint(output_dir: str) -> Path | None:
     newest = CheckpointManager(output_dir, keep_last=None).latest()
     for folder in Path(output_dir).iterdir():
         found = _DEEPSPEED_TAG.match(folder.name)
-        if found and folder.is_dir() and deepspeed_model_file(str(folder)):
-            if newest is None or int(found[1]) > _epoch_of(newest):
-                newest = folder
+        newer = found and (newest is None or int(found[1]) > _epoch_of(newest))
+        if newer and folder.is_dir() and deepspeed_model_file(str(folder)):
+            newest = folder
     return newest
 
 

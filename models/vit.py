@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -626,6 +625,3 @@ def set_attn_impl(model: nn.Module, impl: str) -> nn.Module:
         if isinstance(m, Attention):
             m.attn_impl = impl
     return model
-
-
-LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
