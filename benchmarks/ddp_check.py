@@ -27,7 +27,7 @@ from engine.precision import autocast_context, make_grad_scaler  # noqa: E402
 from engine.runner import weights_digest  # noqa: E402
 from engine.tasks import DistillTask  # noqa: E402
 from models.distill import MMKDConfig, MMKDLoss  # noqa: E402
-from models.vit import count_visible  # noqa: E402
+from models.tokens import count_visible  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import timm  # noqa: E402
 import models  # noqa: E402,F401
 from datasets.masking import TubeMaskingGenerator  # noqa: E402
 from engine.precision import autocast_context  # noqa: E402
-from models.vit import count_visible  # noqa: E402
+from models.tokens import count_visible  # noqa: E402
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
 

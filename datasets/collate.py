@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from models.vit import count_visible
+from models.tokens import count_visible
 
 
 def collate_batch(items: Sequence[dict[str, object]]) -> dict[str, object]:

@@ -24,7 +24,7 @@ from engine.precision import autocast_context
 from models import PretrainVisionTransformer, VisionTransformer
 from models.distill import MMKDLoss
 from models.targets import normalized, pixel_target
-from models.vit import split_tokens
+from models.tokens import split_tokens
 
 
 def upcast(t: Tensor) -> Tensor:

@@ -10,14 +10,8 @@ from .checkpoint import (
     read_checkpoint,
     to_finetune_state_dict,
 )
-from .vit import (
-    EncoderOutput,
-    PretrainVisionTransformer,
-    VideoEncoder,
-    VisionTransformer,
-    set_attn_impl,
-    sinusoid_table,
-)
+from .layers import set_attn_impl, sinusoid_table
+from .vit import EncoderOutput, PretrainVisionTransformer, VideoEncoder, VisionTransformer
 from .weights import read_state_dict
 
 __all__ = [

@@ -58,7 +58,7 @@ def pixel_target(
 
     Pixels are un-normalised to [0, 1]; with ``normalize`` each tube is standardised per colour
     channel with its unbiased std (+1e-6). Channel is the fastest axis of each flattened tube.
-    ``hidden``: the masked tokens' indices [B, N_mask], ascending (`models.vit.split_tokens`);
+    ``hidden``: the masked tokens' indices [B, N_mask], ascending (`models.tokens.split_tokens`);
     without them the mask selects them, which on a GPU waits for it (a host sync).
     """
 

@@ -11,7 +11,7 @@ import torch
 import models  # noqa: F401
 from datasets import TubeMaskingGenerator
 from engine.build import maybe_compile
-from models.vit import count_visible
+from models.tokens import count_visible
 
 
 def _pretrain(decoder_depth: int):

@@ -8,7 +8,7 @@ import torch
 
 import models  # noqa: F401
 from datasets import RandomMaskingGenerator, TubeMaskingGenerator, collate_batch
-from models.vit import count_visible, gather_tokens, split_tokens
+from models.tokens import count_visible, gather_tokens, split_tokens
 
 
 def _masks(grid, kind: str, batch: int, ratio: float = 0.75) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models import PretrainVisionTransformer, VisionTransformer
-from models.vit import set_attn_impl
+from models.layers import set_attn_impl
 from tests.conftest import load_fixture
 
 META_KEYS = (

@@ -11,7 +11,8 @@ from datasets import RandomMaskingGenerator, TubeMaskingGenerator
 from models.distill import MMKDConfig, MMKDLoss, mm_relation_loss, select_tokens
 from models.distill.relation import start_token_selection
 from models.targets import pixel_target
-from models.vit import EncoderOutput, split_tokens
+from models.tokens import split_tokens
+from models.vit import EncoderOutput
 
 
 def _teacher_features(ties: bool) -> torch.Tensor:
