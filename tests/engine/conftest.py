@@ -56,6 +56,32 @@ def teacher_ckpt(tmp_path_factory) -> Path:
     return videomae_checkpoint("nano", tmp_path_factory.mktemp("teacher"))
 
 
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def distilled(videos, teacher_ckpt, tmp_path_factory) -> Path:
+    """One uninterrupted ``distill_argv`` run (2 epochs: checkpoint-0/1.pth, log.txt), in a fresh process.
+
+    Shared by every test that only reads a distilled student; read-only (copy it before writing).
+    """
+    out = tmp_path_factory.mktemp("distilled") / "run"
+    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, out)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def finetuned(videos, tmp_path_factory) -> Path:
+    """One ``finetune_argv`` run (1 epoch of a pico classifier and its final multi-view test), in a fresh
+    process. Shared by every test that only reads a fine-tuned classifier; read-only (copy it before writing).
+    """
+    out = tmp_path_factory.mktemp("finetuned") / "run"
+    _ok(run_script("run_class_finetuning.py", finetune_argv(videos, out)))
+    return out
+
+
 def distill_argv(videos: Path, teacher: Path, out: Path, *extra: str) -> list[str]:
     return [
         *CLIP, "--data_path", str(videos / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",

@@ -39,9 +39,8 @@ def test_pretraining_end_to_end(videos, tmp_path):
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
 
-def test_distill_resume_equals_uninterrupted_run(videos, teacher_ckpt, tmp_path):
-    full, part = tmp_path / "full", tmp_path / "part"
-    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, full)))
+def test_distill_resume_equals_uninterrupted_run(videos, teacher_ckpt, distilled, tmp_path):
+    full, part = distilled, tmp_path / "part"  # the session's uninterrupted run of the same command
     # stop after epoch 0 (as if killed during epoch 1), then relaunch the same command
     _ok(
         run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, part, "--stop_after_epoch", "0"))
@@ -58,14 +57,12 @@ def test_distill_resume_equals_uninterrupted_run(videos, teacher_ckpt, tmp_path)
         assert f"train_{term}" in record
 
 
-def test_finetune_train_eval_test_from_distilled_student(videos, teacher_ckpt, tmp_path):
-    dist = tmp_path / "dist"
-    _ok(run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, dist, "--epochs", "1")))
+def test_finetune_train_eval_test_from_distilled_student(videos, distilled, tmp_path):
     out = tmp_path / "ft"
     proc = _ok(
         run_script(
             "run_class_finetuning.py",
-            finetune_argv(videos, out, "--finetune", str(dist / "checkpoint-0.pth")),
+            finetune_argv(videos, out, "--finetune", str(distilled / "checkpoint-0.pth")),
         )
     )
     assert "expected-unused" in proc.stdout  # heads.* dropped by name
@@ -197,16 +194,22 @@ def test_torchrun_two_ranks_accumulation_equals_the_larger_batch(videos, tmp_pat
         torch.testing.assert_close(digests[0][key], digests[1][key], rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_finetune_with_erasing_repeats_from_the_seed(videos, tmp_path):
+def test_finetune_with_erasing_repeats_from_the_seed(videos, finetuned, tmp_path):
     """--reprob: uint8 clips, erasing on the device; the same seed gives the same weights."""
 
-    def digest(run: str, reprob: str) -> str:
-        _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / run, "--reprob", reprob)))
-        return weights_digest(torch.load(tmp_path / run / "checkpoint-0.pth", weights_only=True)["model"])
+    def digest(out) -> str:
+        return weights_digest(torch.load(out / "checkpoint-0.pth", weights_only=True)["model"])
 
-    erased = digest("a", "0.5")
-    assert erased == digest("b", "0.5")
-    assert erased != digest("plain", "0")  # the erasing did change the training clips
+    def run(name: str, reprob: str) -> str:
+        _ok(run_script("run_class_finetuning.py", finetune_argv(videos, tmp_path / name, "--reprob", reprob)))
+        return digest(tmp_path / name)
+
+    erased = run("a", "0.5")
+    assert erased == run("b", "0.5")
+    # finetune_argv's own --reprob is 0: the session's plain run is the same command without erasing
+    plain = finetune_argv(videos, tmp_path)
+    assert plain[plain.index("--reprob") + 1] == "0"
+    assert erased != digest(finetuned)  # the erasing did change the training clips
 
 
 @pytest.mark.slow

@@ -44,11 +44,9 @@ def test_transformers_folder_as_path_t_and_finetune(videos, tmp_path):
     assert "config.json has hidden_size 64 but the chosen model has 32" in proc.stderr
 
 
-def test_to_hf_of_a_trained_checkpoint_needs_no_flags(videos, teacher_ckpt, tmp_path):
+def test_to_hf_of_a_trained_checkpoint_needs_no_flags(distilled, tmp_path):
     """A distillation run's checkpoint records model_args; transformers loads the export as VideoMAEModel."""
-    out = tmp_path / "kd"
-    proc = run_script("run_mmkd_distill.py", distill_argv(videos, teacher_ckpt, out, "--epochs", "1"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = distilled  # read-only: the export goes to tmp_path
     ckpt = torch.load(out / "checkpoint-0.pth", weights_only=True)
     assert ckpt["model_args"]["name"] == "pretrain_videomae_pico_patch8"
     assert ckpt["model_args"]["kwargs"]["decoder_depth"] == 0

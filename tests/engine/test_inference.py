@@ -16,22 +16,20 @@ import pytest
 import timm
 import torch
 
-import run_class_finetuning
 import run_inference
 from datasets import build_multiview_dataset
 from engine.cli import run
 from engine.inference import read_class_names
 from models import convert
-from tests.engine.conftest import finetune_argv, run_script
+from tests.engine.conftest import run_script
 
 
 @pytest.fixture(scope="module")
-def trained(videos: Path, tmp_path_factory) -> Path:
-    """The run's checkpoint, its head scaled up: after one epoch it is still at ``--init_scale``
-    1e-3, every probability about 1/3, and a mean of logits would pass for a mean of softmax."""
+def trained(finetuned: Path, tmp_path_factory) -> Path:
+    """The session's fine-tuned checkpoint, its head scaled up: after one epoch it is still at
+    ``--init_scale`` 1e-3, every probability about 1/3, and a mean of logits would pass for a mean of softmax."""
     out = tmp_path_factory.mktemp("inference_ft")
-    run_class_finetuning.main(finetune_argv(videos, out))
-    ckpt = torch.load(out / "checkpoint-0.pth", weights_only=True)
+    ckpt = torch.load(finetuned / "checkpoint-0.pth", weights_only=True)
     for name in ("head.weight", "head.bias"):
         ckpt["model"][name] *= 100  # logits of a few units: views then differ measurably
     torch.save(ckpt, out / "sharp.pth")

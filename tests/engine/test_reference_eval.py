@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import timm
@@ -41,10 +42,11 @@ def _one_line_error(proc, *needles):
 
 
 @pytest.fixture(scope="module")
-def trained(videos, tmp_path_factory):
-    """One fine-tuning epoch of a pico classifier; its final multi-view test is the oracle."""
-    out = tmp_path_factory.mktemp("trained")
-    _ok(run_script("run_class_finetuning.py", finetune_argv(videos, out)))
+def trained(finetuned, tmp_path_factory):
+    """The session's fine-tuning epoch of a pico classifier, copied (--eval writes into its folder);
+    its final multi-view test is the oracle."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    shutil.copytree(finetuned, out)
     return out, _records(out)[-1]["final_test"]
 
 
