@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -101,10 +104,33 @@ def finetune_argv(videos: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+_FORK_SERVER: list = []  # at most one ForkServer per test process, started on first use
+
+
+def _fork_server():
+    """One session-wide fork server: it pays for ``import torch, timm, models, ...`` (3-6 s per launch
+    on 2 cores) once, then each launch is a fresh forked process (tests/faults/forkserver.py)."""
+    if not _FORK_SERVER:
+        from tests.faults.forkserver import ForkServer
+
+        server = ForkServer(Path(tempfile.mkdtemp(prefix="mmkd-engine-forkserver-")))
+        atexit.register(shutil.rmtree, server.workdir, ignore_errors=True)
+        atexit.register(server.close)
+        _FORK_SERVER.append(server)
+    return _FORK_SERVER[0]
+
+
 def run_script(
     script: str, argv: list[str], *, torchrun: int = 0, timeout: int = 600, env: dict | None = None
 ):
-    """Runs an entry point in a fresh process (as a user would); returns the CompletedProcess."""
+    """Runs an entry point in a fresh process (as a user would); returns its returncode, stdout, stderr.
+
+    A root ``run_*.py`` without ``torchrun`` or ``env`` runs in a process forked from the session's
+    fork server (its own pid, files and exit status; ``sys.exit(run(main))`` as its ``__main__``);
+    the rest in a new interpreter (``env`` may hold variables that torch reads at import).
+    """
+    if not torchrun and env is None and script.startswith("run_") and "/" not in script:
+        return _fork_server().run(script, list(map(str, argv)), timeout=timeout)
     cmd = [sys.executable, "-u"]
     if torchrun:
         cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
