@@ -9,6 +9,7 @@ permitted the tmpfs cases skip and the ``ulimit -f`` case runs in a plain folder
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -38,7 +39,8 @@ CASES = [
     ),
     (
         "shell_after_save:1",
-        "dd if=/dev/zero of={out}/fill bs=64k status=none 2>/dev/null || true",
+        # bounded (64 MiB, 4x the tmpfs): a folder that is not the tmpfs is never filled up
+        "dd if=/dev/zero of={out}/fill bs=64k count=1024 status=none 2>/dev/null || true",
         "save checkpoint to {out}/checkpoint-1.pth",
         "OSError: No space left on device",
     ),
@@ -47,7 +49,8 @@ CASES = [
 
 def _mount(out, size: str = "16m") -> bool:
     out.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(out)]).returncode == 0
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(out)]).returncode == 0
+    return mounted and os.path.ismount(out)
 
 
 @pytest.mark.parametrize("case", CASES, ids=["ulimit-f", "read-only", "disk-full"])
