@@ -44,13 +44,13 @@ import models  # noqa: E402,F401
 import run_class_finetuning  # noqa: E402
 import run_mae_pretraining  # noqa: E402
 import run_mmkd_distill  # noqa: E402
+from common.cpu_gemm import CPU_GEMMS  # noqa: E402
 from datasets import collate_batch  # noqa: E402
 from datasets.masking import TubeMaskingGenerator  # noqa: E402
 from engine import args as cli_args  # noqa: E402
 from engine.loop import to_device  # noqa: E402
 from engine.precision import autocast_context  # noqa: E402
 from engine.runner import Trainer, setup  # noqa: E402
-from models.onednn import CPU_GEMMS  # noqa: E402
 
 # dense (no sparsity) bf16 / fp16 tensor-core peaks in TFLOP/s, from the vendors' data sheets
 PEAK_TFLOPS_16BIT = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100": 756.0, "A100": 312.0, "L40S": 362.1}

@@ -13,13 +13,13 @@ import math
 import os
 
 from common.cli import OneLineParser, UsageError
+from common.cpu_gemm import CPU_GEMMS
+from common.cpu_gemm import resolve as resolve_cpu_gemm
 from datasets.decoding import DECODERS, check_decoder
 from engine import preempt
 from engine.args_compat import ReferenceBool, add_reference_flags, check_reference_values
 from models import zoo
 from models.distill import Flag, MMKDConfig, config_flags
-from models.onednn import CPU_GEMMS
-from models.onednn import resolve as resolve_cpu_gemm
 
 __all__ = ["DATA_SETS", "PRECISIONS", "OneLineParser", "UsageError", "build_parser", "parse", "resolve_precision", "validate"]
 

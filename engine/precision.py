@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from models import onednn
+from common import cpu_gemm
 
 __all__ = ["PRECISIONS", "autocast_context", "dtype_of", "make_grad_scaler"]
 
@@ -44,14 +44,14 @@ def autocast_context(device: torch.device | str, precision: str) -> AbstractCont
 
     fp32 disables autocast rather than entering nothing, so that a caller inside another
     precision's autocast (an fp32 teacher inside a bf16 step) really runs in float32. On the
-    CPU, fp32 also sends the linear layers to oneDNN (`models.onednn`, ``--cpu_gemm``).
+    CPU, fp32 also sends the linear layers to oneDNN (`common.cpu_gemm`, ``--cpu_gemm``).
 
     Raises:
         ValueError: unknown precision, or fp16 on a non-CUDA device.
     """
     device = _check(device, precision)
     if precision == "fp32":
-        if device.type == "cpu" and onednn.enabled():
+        if device.type == "cpu" and cpu_gemm.enabled():
             return _fp32_cpu()
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=dtype_of(precision))
@@ -59,7 +59,7 @@ def autocast_context(device: torch.device | str, precision: str) -> AbstractCont
 
 @contextlib.contextmanager
 def _fp32_cpu():
-    with torch.autocast(device_type="cpu", enabled=False), onednn.cpu_linear():
+    with torch.autocast(device_type="cpu", enabled=False), cpu_gemm.cpu_linear():
         yield
 
 

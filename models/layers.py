@@ -13,7 +13,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from models import onednn
+from common import cpu_gemm
 from models.targets import normalized
 
 ATTN_IMPLS = ("sdpa", "eager")
@@ -207,7 +207,7 @@ def run_blocks(
     for i, blk in enumerate(blocks):
         want = attn_from_last and i == last
         if use_checkpoint and torch.is_grad_enabled():
-            x, extras_i = checkpoint(blk, x, want, use_reentrant=False, context_fn=onednn.checkpoint_contexts)
+            x, extras_i = checkpoint(blk, x, want, use_reentrant=False, context_fn=cpu_gemm.checkpoint_contexts)
         else:
             x, extras_i = blk(x, want)
         if want:

@@ -1,4 +1,4 @@
-"""float32 linear layers on the CPU through oneDNN (`models.onednn`, ``--cpu_gemm``).
+"""float32 linear layers on the CPU through oneDNN (`common.cpu_gemm`, ``--cpu_gemm``).
 
 The GEMMs of the fp32 CPU step go to oneDNN's kernels instead of torch's BLAS (MKL runs AVX2 on
 AMD CPUs); the hand-written backward must give what autograd gives through ``F.linear``.
@@ -15,10 +15,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import run_mmkd_distill
+from common import cpu_gemm as onednn
 from engine import args as cli_args
 from engine.precision import autocast_context
 from engine.runner import setup
-from models import onednn
 from tests.engine.conftest import distill_argv
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN linear op")
@@ -220,7 +220,7 @@ def test_auto_under_the_avx2_emulation_is_blas():
 
     from tests.engine.conftest import ROOT
 
-    code = "import models.onednn as o; print(o.resolve('auto'))"
+    code = "import common.cpu_gemm as o; print(o.resolve('auto'))"
     env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, **env})  # fmt: skip
@@ -236,9 +236,9 @@ def test_a_failing_onednn_op_falls_back_to_blas_with_one_warning(monkeypatch):
         raise RuntimeError("mkldnn::_linear_pointwise: no such schema\nsecond line")
 
     monkeypatch.setattr(onednn, "_gemm", broken)
-    with pytest.warns(RuntimeWarning, match=r"oneDNN float32 linear failed \(mkldnn::_linear_pointwise: no such schema\)"):
-        with autocast_context("cpu", "fp32"):
-            got = layer(x)
+    failed = r"oneDNN float32 linear failed \(mkldnn::_linear_pointwise: no such schema\)"
+    with pytest.warns(RuntimeWarning, match=failed), autocast_context("cpu", "fp32"):
+        got = layer(x)
     torch.testing.assert_close(got, want)
     got.sum().backward()
     assert x.grad is not None and not onednn.enabled()  # the rest of the run stays on BLAS
@@ -251,3 +251,11 @@ def test_without_a_training_run_the_auto_rule_holds(cpu_class):
     assert not onednn.enabled()
     cpu_class("AVX512", True)
     assert onednn.enabled()
+
+
+def test_the_gemm_back_end_lives_outside_the_models():
+    """An execution choice, not a model (issue 22.5): no file under models/ calls the oneDNN op."""
+    from tests.engine.conftest import ROOT
+
+    callers = [p.name for p in (ROOT / "models").rglob("*.py") if "mkldnn" in p.read_text(encoding="utf-8")]
+    assert callers == []
