@@ -1,40 +1,34 @@
-"""Reading VideoMAE / MMKD checkpoints into our models, with a named report of every key.
+"""Fitting weights into our models, with a named report of every key: the teacher (strict, spec §4)
+and the fine-tuning classifier (from pre-training, distillation or fine-tuning weights).
 
-Accepted containers: ``{"model": sd}``, ``{"module": sd}`` (DeepSpeed) or a bare state dict.
-Files are always read with ``weights_only=True``: a checkpoint that needs arbitrary unpickling
-is refused, never executed. The one type beyond tensors and containers that is let through is the
-``argparse.Namespace`` the reference's training code stores under ``'args'`` (spec §8).
+Reading a file is `models.weights`' (`read_state_dict` for any source); ``CheckpointError``,
+``read_checkpoint`` and ``extract_state_dict`` are importable from here too, as engine/ does.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import pickle
-import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
-# Prefixes that wrap the model in checkpoints we produce or accept.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+from .weights import CheckpointError, extract_state_dict, read_checkpoint
+
+__all__ = [
+    "TEACHER_EXPECTED_UNUSED",
+    "CheckpointError",
+    "LoadReport",
+    "describe",
+    "extract_state_dict",
+    "load_finetune_weights",
+    "load_teacher_weights",
+    "read_checkpoint",
+    "to_finetune_state_dict",
+]
 # Parts of a pre-training / distillation checkpoint a classifier never uses.
 _FINETUNE_DROPPED = ("decoder.", "encoder_to_decoder.", "mask_token", "heads.", "teacher.")
 # Parts of an official pre-training checkpoint the distillation teacher leaves unused (spec §4).
 TEACHER_EXPECTED_UNUSED = ("encoder.norm.", "decoder.", "encoder_to_decoder.", "mask_token")
-# The globals that checkpoints written by the reference's training code pickle besides tensors and
-# containers (spec §8): VideoMAE / MMKD ``utils.save_model`` / ``save_module`` store the run's
-# ``argparse.Namespace`` as ``'args'``, and so may a DeepSpeed client state; everything else in those
-# files (optimizer, GradScaler and DeepSpeed bookkeeping) is plain. A Namespace is rebuilt from the
-# plain values of its ``__dict__`` only, so allowing it keeps the load weights-only.
-REFERENCE_GLOBALS = (argparse.Namespace,)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read, or does not fit the model it is loaded into."""
 
 
 @dataclass
@@ -58,95 +52,6 @@ class LoadReport:
 def _short(keys: list[str], limit: int = 8) -> str:
     head = ", ".join(keys[:limit])
     return head + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
-
-
-def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
-    """Loads a checkpoint on the CPU with ``weights_only=True``; one-line errors name the file.
-
-    Missing, truncated or garbage files, and files that need arbitrary unpickling (refused,
-    never retried with ``weights_only=False``) raise `CheckpointError`. The reference's
-    ``argparse.Namespace`` (`REFERENCE_GLOBALS`) is allowed and returned as a plain dict.
-    """
-    path = os.fspath(path)
-    try:
-        with torch.serialization.safe_globals(list(REFERENCE_GLOBALS)):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except pickle.UnpicklingError as exc:
-        # torch names a forbidden global as "GLOBAL posix.system"; corrupt files say otherwise
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(exc)}"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {path} contains pickled Python objects that are not plain tensors/containers "
-            f"(e.g. {found.group(1)}); refusing to load it (weights_only=True)"
-        ) from None
-    # garbage bytes also break the weights-only unpickler with IndexError / struct.error
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError, struct.error) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated, corrupt or not a checkpoint: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
-    # the reference's 'args' reads like ours (a dict of plain values) from here on
-    return {k: vars(v) if isinstance(v, argparse.Namespace) else v for k, v in obj.items()}
-
-
-# What the reference's and DeepSpeed's checkpoint files hold beside the weights, named for the report.
-_PART_NAMES = {
-    "optimizer": "optimizer",
-    "scaler": "loss scaler",
-    "epoch": "epoch",
-    "args": "args",
-    "model_ema": "model_ema",
-    "Align_feature": "MM-hint alignment head (Align_feature)",
-    "Align_valuesum": "MM-global/local alignment head (Align_valuesum)",
-}
-_DEEPSPEED_KEYS = frozenset(
-    "buffer_names param_shapes frozen_param_shapes shared_params frozen_param_fragments lr_scheduler "
-    "data_sampler random_ltd sparse_tensor_module_names skipped_steps global_steps global_samples "
-    "dp_world_size mp_world_size checkpoint_parallel_dimensions ds_config ds_version".split()
-)
-
-
-def left_out(ckpt: Mapping, used: str | None) -> list[str]:
-    """The parts of checkpoint ``ckpt`` that reading its ``used`` entry leaves out, by name."""
-    if used is None:
-        return []
-    deepspeed = "ds_version" in ckpt  # DeepSpeed's model-states file: its own keys in one word
-    parts = [_PART_NAMES.get(k, k) for k in ckpt if k != used and not (deepspeed and k in _DEEPSPEED_KEYS)]
-    return [*parts, "DeepSpeed bookkeeping"] if deepspeed else parts
-
-
-def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, Tensor]:
-    """Returns the model weights of a checkpoint (``model`` / ``module`` / bare), wrappers stripped."""
-    for key in ("model", "module", "state_dict"):
-        if key in ckpt:
-            if not isinstance(ckpt[key], Mapping):
-                raise CheckpointError(f"{source} entry {key!r} is not a state dict of tensors")
-            ckpt = ckpt[key]
-            break
-    state = {}
-    for k, v in ckpt.items():
-        if not torch.is_tensor(v):
-            raise CheckpointError(
-                f"{source} is neither a state dict nor a dict with 'model'/'module': key {k!r} is a {type(v).__name__}"
-            )
-        for prefix in _WRAPPER_PREFIXES:
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        state[k] = v
-    if not state:
-        raise CheckpointError(f"{source} contains no tensors")
-    return state
 
 
 def describe(state: Mapping[str, Tensor]) -> str:

@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from common.files import atomic_path, atomic_write_text
 
 from . import hf, registry
-from .checkpoint import CheckpointError, read_checkpoint
-from .weights import read_hf_config, read_state_dict
+from .weights import CheckpointError, read_hf_config, read_state_dict, recorded_metadata
 
 
 class ConvertError(CheckpointError):
@@ -46,20 +45,6 @@ def _model_state(state: dict[str, Tensor], kind: str) -> dict[str, Tensor]:
     if kind != "distilled":
         return state
     return {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
-
-
-def recorded_metadata(src: str) -> dict:
-    """What a file records beside its weights: ``model_args`` and the training ``args``."""
-    if os.path.isdir(src):
-        return {}
-    if src.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(src, "pt") as fh:
-            raw = (fh.metadata() or {}).get("model_args")
-        return {"model_args": json.loads(raw)} if raw else {}
-    ckpt = read_checkpoint(src, mmap=True)
-    return {"model_args": ckpt.get("model_args"), "args": ckpt.get("args") or {}}
 
 
 def build_model(

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError
+from .weights import CheckpointError
 
 KINDS = ("pretraining", "encoder", "classification")
 ARCHITECTURES = {

@@ -1,22 +1,52 @@
-"""`read_state_dict`: model weights in VideoMAE's key layout from any file or folder users have.
+"""The one weights reader: every file or folder users have, as model weights in VideoMAE's key layout.
 
-Sources: ``.pth`` / ``.pt`` / ``.bin`` checkpoints (``model`` / ``module`` / bare, weights-only; the
-reference's training checkpoints too), DeepSpeed checkpoint folders (``mp_rank_00_model_states.pt``),
-``.safetensors`` files, and transformers VideoMAE folders (``config.json`` plus ``model.safetensors``,
-``pytorch_model.bin`` or a sharded ``*.index.json``) of ``VideoMAEForPreTraining``, ``VideoMAEModel``
-or ``VideoMAEForVideoClassification``, in the transformers <= 4 or >= 5 attention layout.
+Public API:
+
+* `read_state_dict(src, model=None, model_key=None)`: the weights of any source, wrappers stripped,
+  transformers names mapped to ours. Sources: ``.pth`` / ``.pt`` / ``.bin`` checkpoints (``model`` /
+  ``module`` / bare; ours and the reference's training checkpoints), DeepSpeed checkpoint folders
+  (``mp_rank_00_model_states.pt``), ``.safetensors`` files, transformers VideoMAE folders
+  (``config.json`` plus ``model.safetensors``, ``pytorch_model.bin`` or a sharded ``*.index.json``)
+  of ``VideoMAEForPreTraining``, ``VideoMAEModel`` or ``VideoMAEForVideoClassification`` in the
+  transformers <= 4 or >= 5 attention layout, model-zoo names, ``hf://org/name[@rev]`` Hub snapshots
+  and URLs (`models.zoo.resolve`).
+* `read_checkpoint(path)`: a whole checkpoint file (weights, optimizer, epoch, args ...), for resuming.
+* `extract_state_dict(ckpt)`: the weights inside such a container.
+* `recorded_metadata(src)`, `read_hf_config(folder)`, `deepspeed_model_file(folder)`: what a source
+  records beside its weights, and which kind of folder it is.
+
+Every failure is a `CheckpointError` with one line that names the file. Files are read with
+``weights_only=True``: a checkpoint that needs arbitrary unpickling is refused, never executed. The
+one type beyond tensors and containers let through is the ``argparse.Namespace`` the reference's
+training code stores under ``'args'`` (spec §8). Fitting the weights to a model is `models.checkpoint`'s.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import pickle
+import re
+import struct
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
-from . import hf
-from .checkpoint import CheckpointError, extract_state_dict, left_out, read_checkpoint
+# Prefixes that wrap the model in checkpoints we produce or accept.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# The globals that checkpoints written by the reference's training code pickle besides tensors and
+# containers (spec §8): VideoMAE / MMKD ``utils.save_model`` / ``save_module`` store the run's
+# ``argparse.Namespace`` as ``'args'``, and so may a DeepSpeed client state; everything else in those
+# files (optimizer, GradScaler and DeepSpeed bookkeeping) is plain. A Namespace is rebuilt from the
+# plain values of its ``__dict__`` only, so allowing it keeps the load weights-only.
+REFERENCE_GLOBALS = (argparse.Namespace,)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, or does not fit the model it is loaded into."""
+
 
 # transformers' weight file names, in the order from_pretrained prefers them
 _HF_WEIGHTS = (
@@ -41,7 +71,10 @@ def read_state_dict(
     ``|``-separated entries that the file holds (e.g. ``model_ema``), else the whole file.
     ``path`` may also be a model-zoo name, ``hf://org/name[@revision]`` or a URL (`models.zoo.resolve`).
     """
-    from .zoo import resolve  # here, not at the top: `python -m models.zoo` must not import itself first
+    # here, not at the top: both take their error class from this module (and `python -m models.zoo`
+    # must not import itself first)
+    from . import hf
+    from .zoo import resolve
 
     path = resolve(path)  # a zoo name, hf://org/name[@rev] or URL -> local path; a local path unchanged
     if os.path.isdir(path) and deepspeed_model_file(path):
@@ -56,6 +89,20 @@ def read_state_dict(
     if hf.is_hf_layout(state):
         state = hf.from_hf(state)
     return state
+
+
+def recorded_metadata(src: str) -> dict:
+    """What a file records beside its weights: ``model_args`` and the training ``args`` ({} for a folder)."""
+    if os.path.isdir(src):
+        return {}
+    if src.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(src, "pt") as fh:
+            raw = (fh.metadata() or {}).get("model_args")
+        return {"model_args": json.loads(raw)} if raw else {}
+    ckpt = read_checkpoint(src, mmap=True)
+    return {"model_args": ckpt.get("model_args"), "args": ckpt.get("args") or {}}
 
 
 def read_hf_config(folder: str) -> dict:
@@ -95,7 +142,7 @@ def _read_weights(path: str, source: str, model_key: str | None = None) -> dict[
     if used is None:
         used = next((k for k in ("model", "module", "state_dict") if k in ckpt), None)
     state = extract_state_dict({"model": ckpt[used]} if used else ckpt, source)
-    parts = left_out(ckpt, used)
+    parts = _left_out(ckpt, used)
     if parts:  # e.g. a reference training checkpoint: say what was not taken from it
         print(f"{source}: read {used!r} ({len(state)} tensors); left out: {', '.join(parts)}")
     return state
@@ -141,4 +188,93 @@ def _read_sharded(index_path: str, source: str) -> dict[str, Tensor]:
         raise CheckpointError(
             f"{source}: the shards lack {len(missing)} weights named in the index, e.g. {missing[0]}"
         )
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
+    """Loads a checkpoint on the CPU with ``weights_only=True``; one-line errors name the file.
+
+    Missing, truncated or garbage files, and files that need arbitrary unpickling (refused,
+    never retried with ``weights_only=False``) raise `CheckpointError`. The reference's
+    ``argparse.Namespace`` (`REFERENCE_GLOBALS`) is allowed and returned as a plain dict.
+    """
+    path = os.fspath(path)
+    try:
+        with torch.serialization.safe_globals(list(REFERENCE_GLOBALS)):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        # torch names a forbidden global as "GLOBAL posix.system"; corrupt files say otherwise
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or not a checkpoint: {_first_line(exc)}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} contains pickled Python objects that are not plain tensors/containers "
+            f"(e.g. {found.group(1)}); refusing to load it (weights_only=True)"
+        ) from None
+    # garbage bytes also break the weights-only unpickler with IndexError / struct.error
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError, struct.error) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated, corrupt or not a checkpoint: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
+    # the reference's 'args' reads like ours (a dict of plain values) from here on
+    return {k: vars(v) if isinstance(v, argparse.Namespace) else v for k, v in obj.items()}
+
+
+# What the reference's and DeepSpeed's checkpoint files hold beside the weights, named for the report.
+_PART_NAMES = {
+    "optimizer": "optimizer",
+    "scaler": "loss scaler",
+    "epoch": "epoch",
+    "args": "args",
+    "model_ema": "model_ema",
+    "Align_feature": "MM-hint alignment head (Align_feature)",
+    "Align_valuesum": "MM-global/local alignment head (Align_valuesum)",
+}
+_DEEPSPEED_KEYS = frozenset(
+    "buffer_names param_shapes frozen_param_shapes shared_params frozen_param_fragments lr_scheduler "
+    "data_sampler random_ltd sparse_tensor_module_names skipped_steps global_steps global_samples "
+    "dp_world_size mp_world_size checkpoint_parallel_dimensions ds_config ds_version".split()
+)
+
+
+def _left_out(ckpt: Mapping, used: str | None) -> list[str]:
+    """The parts of checkpoint ``ckpt`` that reading its ``used`` entry leaves out, by name."""
+    if used is None:
+        return []
+    deepspeed = "ds_version" in ckpt  # DeepSpeed's model-states file: its own keys in one word
+    parts = [_PART_NAMES.get(k, k) for k in ckpt if k != used and not (deepspeed and k in _DEEPSPEED_KEYS)]
+    return [*parts, "DeepSpeed bookkeeping"] if deepspeed else parts
+
+
+def extract_state_dict(ckpt: Mapping, source: str = "checkpoint") -> dict[str, Tensor]:
+    """Returns the model weights of a checkpoint (``model`` / ``module`` / bare), wrappers stripped."""
+    for key in ("model", "module", "state_dict"):
+        if key in ckpt:
+            if not isinstance(ckpt[key], Mapping):
+                raise CheckpointError(f"{source} entry {key!r} is not a state dict of tensors")
+            ckpt = ckpt[key]
+            break
+    state = {}
+    for k, v in ckpt.items():
+        if not torch.is_tensor(v):
+            raise CheckpointError(
+                f"{source} is neither a state dict nor a dict with 'model'/'module': key {k!r} is a {type(v).__name__}"
+            )
+        for prefix in _WRAPPER_PREFIXES:
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        state[k] = v
+    if not state:
+        raise CheckpointError(f"{source} contains no tensors")
     return state

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .checkpoint import CheckpointError
+from .weights import CheckpointError
 
 # what the Hub snapshot needs for `models.weights.read_state_dict` (no TF / Flax weights, no processor)
 HUB_FILES = [

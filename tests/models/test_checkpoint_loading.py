@@ -7,14 +7,8 @@ import timm
 import torch
 
 import models  # noqa: F401
-from models.checkpoint import (
-    CheckpointError,
-    extract_state_dict,
-    load_finetune_weights,
-    load_teacher_weights,
-    read_checkpoint,
-    to_finetune_state_dict,
-)
+from models.checkpoint import load_finetune_weights, load_teacher_weights, to_finetune_state_dict
+from models.weights import CheckpointError, extract_state_dict, read_checkpoint
 
 KW = dict(img_size=32, num_frames=8)
 
@@ -102,3 +96,22 @@ def test_garbage_and_hostile_files_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refusing"):
         read_checkpoint(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_one_module_reads_weights_files():
+    """models/weights.py is the one reader (issue 22.4): no other model file opens a weights file,
+    and the names engine/ imports from models.checkpoint are the reader's own."""
+    from pathlib import Path
+
+    import models.checkpoint
+    import models.weights
+
+    root = Path(models.weights.__file__).parent
+    readers = [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.py")
+        if any(call in p.read_text(encoding="utf-8") for call in ("torch.load(", "load_file(", "safe_open("))
+    ]
+    assert readers == ["weights.py"]
+    for name in ("CheckpointError", "read_checkpoint", "extract_state_dict"):
+        assert getattr(models.checkpoint, name) is getattr(models.weights, name)

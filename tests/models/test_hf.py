@@ -10,7 +10,7 @@ import torch
 
 import models
 from models import read_state_dict
-from models.checkpoint import CheckpointError
+from models.weights import CheckpointError
 from models.convert import main as convert
 
 transformers = pytest.importorskip("transformers")
