@@ -25,7 +25,6 @@ learnt position embeddings and ``qk_scale`` have no transformers equivalent.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import torch
@@ -39,7 +38,22 @@ ARCHITECTURES = {
     "encoder": "VideoMAEModel",
     "classification": "VideoMAEForVideoClassification",
 }
-# per-block renames (ours, transformers); qkv and its biases are handled separately
+# One rename table, (ours, transformers), read left to right by `to_hf` and right to left by
+# `from_hf`. "{t}" stands for the trunk's prefix: ours ``encoder.`` (pre-training / encoder-only
+# weights; none for a classifier), transformers' ``videomae.`` (pre-training / classifier; none for
+# VideoMAEModel). The two block stacks come first; inside a block `_BLOCK` renames, and qkv is split
+# (or concatenated) separately.
+_STACKS = (("{t}blocks.", "{t}encoder.layer."), ("decoder.blocks.", "decoder.decoder_layers."))
+_TOP = (
+    ("{t}patch_embed.proj.", "{t}embeddings.patch_embeddings.projection."),
+    ("{t}norm.", "{t}layernorm."),
+    ("head.", "classifier."),
+    # keys named alike in both layouts
+    *(
+        (name, name)
+        for name in ("fc_norm.", "encoder_to_decoder.", "mask_token", "decoder.norm.", "decoder.head.")
+    ),
+)
 _BLOCK = (
     ("norm1.", "layernorm_before."),
     ("norm2.", "layernorm_after."),
@@ -48,12 +62,31 @@ _BLOCK = (
     ("mlp.fc2.", "output.dense."),
 )
 _QKV = "attention.attention."
-_HF_BLOCK = re.compile(r"^(?P<stack>encoder\.layer|decoder\.decoder_layers)\.(?P<i>\d+)\.(?P<rest>.+)$")
-_OUR_BLOCK = re.compile(r"^(?P<stack>(?:encoder\.)?blocks|decoder\.blocks)\.(?P<i>\d+)\.(?P<rest>.+)$")
+# q / v biases: ours, transformers >= 5, transformers <= 4 (read only)
+_QV_BIAS = (("attn.q_bias", "query.bias", "q_bias"), ("attn.v_bias", "value.bias", "v_bias"))
 
 
-# keys named alike in both layouts
-_SAME_NAME = ("fc_norm.", "encoder_to_decoder.", "mask_token", "decoder.norm.", "decoder.head.")
+def _table(pairs, ours_trunk: str, theirs_trunk: str, to_ours: bool) -> list[tuple[str, str]]:
+    """``pairs`` with the trunk prefixes filled in, as (from, to) in the direction asked."""
+    filled = [(ours.format(t=ours_trunk), theirs.format(t=theirs_trunk)) for ours, theirs in pairs]
+    return [(theirs, ours) for ours, theirs in filled] if to_ours else filled
+
+
+def _rename(key: str, table: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """(renamed prefix, the rest of ``key``) for the first prefix of ``table`` that ``key`` starts with."""
+    for old, new in table:
+        if key.startswith(old):
+            return new, key.removeprefix(old)
+    return None
+
+
+def _in_stack(key: str, stacks: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """(the renamed ``<stack>.<i>.`` prefix, the key inside the block) for a block weight, else None."""
+    hit = _rename(key, stacks)
+    if hit is None:
+        return None
+    index, _, rest = hit[1].partition(".")
+    return (f"{hit[0]}{index}.", rest) if index.isdigit() else None
 
 
 def is_hf_layout(state: Mapping[str, Tensor]) -> bool:
@@ -72,36 +105,26 @@ def hf_kind(state: Mapping[str, Tensor]) -> str:
 
 def from_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """transformers' VideoMAE weights (either attention layout) -> VideoMAE's key layout."""
-    kind = hf_kind(state)
-    trunk = "" if kind == "classification" else "encoder."
+    trunk = "" if hf_kind(state) == "classification" else "encoder."
+    stacks, top, block_table = (_table(pairs, trunk, "", to_ours=True) for pairs in (_STACKS, _TOP, _BLOCK))
     out: dict[str, Tensor] = {}
     qkv: dict[str, dict[str, Tensor]] = {}
     for key, value in state.items():
         k = key.removeprefix("videomae.")
-        if k.startswith("embeddings.patch_embeddings.projection."):
-            out[trunk + "patch_embed.proj." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith("layernorm."):
-            out[trunk + "norm." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith("classifier."):
-            out["head." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith(_SAME_NAME):
-            out[k] = value
-        elif (m := _HF_BLOCK.match(k)) is not None:
-            stack = trunk + "blocks" if m["stack"] == "encoder.layer" else "decoder.blocks"
-            prefix, rest = f"{stack}.{m['i']}.", m["rest"]
+        if k.startswith("position_embeddings") or k.endswith("position_embeddings"):
+            continue  # a fixed sinusoid table some exports include; ours is computed
+        if (block := _in_stack(k, stacks)) is not None:
+            prefix, rest = block
             if rest.startswith(_QKV):
                 qkv.setdefault(prefix, {})[rest.removeprefix(_QKV)] = value
                 continue
-            for ours, theirs in _BLOCK:
-                if rest.startswith(theirs):
-                    out[prefix + ours + rest.removeprefix(theirs)] = value
-                    break
-            else:
-                raise CheckpointError(f"unknown transformers VideoMAE weight {key!r}")
-        elif k.startswith("position_embeddings") or k.endswith("position_embeddings"):
-            continue  # a fixed sinusoid table some exports include; ours is computed
+            inner = _rename(rest, block_table)
+            hit = None if inner is None else (prefix + inner[0], inner[1])
         else:
+            hit = _rename(k, top)
+        if hit is None:
             raise CheckpointError(f"unknown transformers VideoMAE weight {key!r}")
+        out["".join(hit)] = value
     for prefix, parts in qkv.items():
         try:
             out[prefix + "attn.qkv.weight"] = torch.cat(
@@ -109,10 +132,10 @@ def from_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             )
         except KeyError as err:
             raise CheckpointError(f"transformers weights lack {prefix}{_QKV}{err.args[0]}") from None
-        for ours, names in (("q_bias", ("query.bias", "q_bias")), ("v_bias", ("value.bias", "v_bias"))):
+        for ours, *names in _QV_BIAS:
             found = [parts[n] for n in names if n in parts]
             if found:
-                out[prefix + "attn." + ours] = found[0]
+                out[prefix + ours] = found[0]
     return out
 
 
@@ -127,44 +150,30 @@ def _our_kind(state: Mapping[str, Tensor]) -> str:
 def to_hf(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     """Our layout (pre-training, encoder-only or classifier) -> (transformers >= 5 layout, kind)."""
     kind = _our_kind(state)
+    trunk = "" if kind == "classification" else "encoder."
     outer = "" if kind == "encoder" else "videomae."
+    stacks, top = (_table(pairs, trunk, outer, to_ours=False) for pairs in (_STACKS, _TOP))
+    block_table = _table(_BLOCK, "", "", to_ours=False)
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        k = key.removeprefix("encoder.") if kind != "classification" else key
-        if k.startswith("patch_embed.proj."):
-            out[outer + "embeddings.patch_embeddings.projection." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith("norm."):
-            out[outer + "layernorm." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith("head."):
-            out["classifier." + k.rsplit(".", 1)[1]] = value
-        elif k.startswith(_SAME_NAME):
-            out[k] = value
-        elif (m := _OUR_BLOCK.match(k)) is not None:
-            stack = "decoder.decoder_layers" if m["stack"] == "decoder.blocks" else outer + "encoder.layer"
-            prefix, rest = f"{stack}.{m['i']}.", m["rest"]
-            if rest == "attn.qkv.weight":
-                q, kk, v = value.chunk(3)
-                out.update(
-                    {
-                        prefix + _QKV + n: t
-                        for n, t in zip(("query.weight", "key.weight", "value.weight"), (q, kk, v))
-                    }
-                )
-            elif rest in ("attn.q_bias", "attn.v_bias"):
-                out[prefix + _QKV + ("query.bias" if rest == "attn.q_bias" else "value.bias")] = value
-            elif rest.startswith("gamma_"):
-                raise CheckpointError("layer scale (init_values > 0) has no transformers VideoMAE equivalent")
-            else:
-                for ours, theirs in _BLOCK:
-                    if rest.startswith(ours):
-                        out[prefix + theirs + rest.removeprefix(ours)] = value
-                        break
-                else:
-                    raise CheckpointError(f"cannot map weight {key!r} to transformers' VideoMAE")
-        elif k == "pos_embed":
+        if key == trunk + "pos_embed":
             raise CheckpointError("learnt position embeddings have no transformers VideoMAE equivalent")
+        if (block := _in_stack(key, stacks)) is not None:
+            prefix, rest = block
+            if rest == "attn.qkv.weight":
+                names = ("query.weight", "key.weight", "value.weight")
+                out.update({prefix + _QKV + n: t for n, t in zip(names, value.chunk(3), strict=True)})
+                continue
+            if rest.startswith("gamma_"):
+                raise CheckpointError("layer scale (init_values > 0) has no transformers VideoMAE equivalent")
+            bias = next((theirs for ours, theirs, _ in _QV_BIAS if rest == ours), None)
+            inner = (_QKV + bias, "") if bias else _rename(rest, block_table)
+            hit = None if inner is None else (prefix + inner[0], inner[1])
         else:
+            hit = _rename(key, top)
+        if hit is None:
             raise CheckpointError(f"cannot map weight {key!r} to transformers' VideoMAE")
+        out["".join(hit)] = value
     return {k: v.contiguous() for k, v in out.items()}, kind
 
 

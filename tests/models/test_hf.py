@@ -10,8 +10,8 @@ import torch
 
 import models
 from models import read_state_dict
-from models.weights import CheckpointError
 from models.convert import main as convert
+from models.weights import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
@@ -235,3 +235,15 @@ def test_to_hf_foreign_file_needs_model_and_sizes(tmp_path, capsys):
     cfg = json.loads((tmp_path / "c" / "config.json").read_text())
     assert (cfg["image_size"], cfg["num_frames"], cfg["decoder_num_hidden_layers"]) == (SIZE, FRAMES, 1)
     assert convert(argv) == 1 and "not empty" in capsys.readouterr().err  # never overwrites
+
+
+def test_a_rename_is_declared_once_for_both_directions(monkeypatch):
+    """One table (issue 22.4): a pair added to it maps our key to transformers' and back."""
+    from models import hf
+
+    monkeypatch.setattr(hf, "_TOP", (*hf._TOP, ("{t}extra.", "{t}extra_layer.")))
+    ours = {**_ours_classifier().state_dict(), "extra.weight": torch.ones(2)}
+    theirs, kind = hf.to_hf(ours)
+    assert kind == "classification" and torch.equal(theirs["videomae.extra_layer.weight"], torch.ones(2))
+    back = hf.from_hf(theirs)
+    assert back.keys() == ours.keys() and all(torch.equal(back[k], v) for k, v in ours.items())
