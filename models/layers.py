@@ -207,7 +207,9 @@ def run_blocks(
     for i, blk in enumerate(blocks):
         want = attn_from_last and i == last
         if use_checkpoint and torch.is_grad_enabled():
-            x, extras_i = checkpoint(blk, x, want, use_reentrant=False, context_fn=cpu_gemm.checkpoint_contexts)
+            x, extras_i = checkpoint(
+                blk, x, want, use_reentrant=False, context_fn=cpu_gemm.checkpoint_contexts
+            )
         else:
             x, extras_i = blk(x, want)
         if want:
@@ -215,7 +217,10 @@ def run_blocks(
     return x, extras
 
 
-def build_blocks(depth, dim, num_heads, drop_path_rate, **block_kwargs) -> nn.ModuleList:
+def build_blocks(
+    depth: int, dim: int, num_heads: int, drop_path_rate: float = 0.0, **block_kwargs
+) -> nn.ModuleList:
+    """``depth`` `Block` s whose stochastic-depth rate grows linearly from 0 to ``drop_path_rate``."""
     rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
     return nn.ModuleList([Block(dim, num_heads, drop_path=rates[i], **block_kwargs) for i in range(depth)])
 

@@ -40,39 +40,28 @@ def _clean(pretrained: bool, kwargs: dict) -> dict:
     return kwargs
 
 
+def _build(cls: type[nn.Module], name: str, pretrained: bool, kwargs: dict, **sizes) -> nn.Module:
+    """``cls`` of VideoMAE's defaults and ``sizes``, overridden by ``kwargs``, remembering them."""
+    cfg = dict(img_size=224, mlp_ratio=4, qkv_bias=True, norm_layer=LN, **sizes)
+    cfg.update(_clean(pretrained, kwargs))
+    return _remember(cls(**cfg), name, kwargs)
+
+
 def build_pretrain(size: str, pretrained: bool = False, **kwargs) -> PretrainVisionTransformer:
     width, depth, heads, dec_width, dec_heads, patch = SIZES[size]
-    cfg = dict(
-        img_size=224,
-        patch_size=patch,
-        encoder_embed_dim=width,
-        encoder_depth=depth,
-        encoder_num_heads=heads,
-        decoder_embed_dim=dec_width,
-        decoder_num_heads=dec_heads,
-        decoder_depth=4,
-        mlp_ratio=4,
-        qkv_bias=True,
-        norm_layer=LN,
-    )
-    cfg.update(_clean(pretrained, kwargs))
-    return _remember(PretrainVisionTransformer(**cfg), f"pretrain_videomae_{size}_{_suffix(size)}", kwargs)
+    return _build(
+        PretrainVisionTransformer, f"pretrain_videomae_{size}_{_suffix(size)}", pretrained, kwargs,
+        patch_size=patch, encoder_embed_dim=width, encoder_depth=depth, encoder_num_heads=heads,
+        decoder_embed_dim=dec_width, decoder_num_heads=dec_heads, decoder_depth=4,
+    )  # fmt: skip
 
 
 def build_finetune(size: str, pretrained: bool = False, **kwargs) -> VisionTransformer:
     width, depth, heads, _, _, patch = SIZES[size]
-    cfg = dict(
-        img_size=224,
-        patch_size=patch,
-        embed_dim=width,
-        depth=depth,
-        num_heads=heads,
-        mlp_ratio=4,
-        qkv_bias=True,
-        norm_layer=LN,
-    )
-    cfg.update(_clean(pretrained, kwargs))
-    return _remember(VisionTransformer(**cfg), f"vit_{size}_{_suffix(size)}", kwargs)
+    return _build(
+        VisionTransformer, f"vit_{size}_{_suffix(size)}", pretrained, kwargs,
+        patch_size=patch, embed_dim=width, depth=depth, num_heads=heads,
+    )  # fmt: skip
 
 
 _PLAIN = (bool, int, float, str, type(None))

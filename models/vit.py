@@ -56,7 +56,11 @@ class EncoderOutput:
 
 
 class VideoEncoder(nn.Module):
-    """Patch embedding + positions + blocks (+ optional final norm) over the visible tokens."""
+    """Patch embedding + positions + blocks (+ optional final norm) over the visible tokens.
+
+    Its keyword arguments are the one list of the trunk's options: `PretrainVisionTransformer` and
+    `VisionTransformer` pass theirs through under VideoMAE's names.
+    """
 
     def __init__(
         self,
@@ -94,11 +98,9 @@ class VideoEncoder(nn.Module):
         else:
             self.register_buffer("pos_embed", sinusoid_table(n, embed_dim), persistent=False)
         self.pos_drop = nn.Dropout(drop_rate)
-        self.blocks = build_blocks(
-            depth,
-            embed_dim,
-            num_heads,
-            drop_path_rate,
+        # what a block is made of: the pre-training decoder and the classifier's fc_norm reuse it
+        self.block_options = dict(
+            drop_path_rate=drop_path_rate,
             mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias,
             qk_scale=qk_scale,
@@ -107,6 +109,7 @@ class VideoEncoder(nn.Module):
             init_values=init_values,
             norm_layer=norm_layer,
         )
+        self.blocks = build_blocks(depth, embed_dim, num_heads, **self.block_options)
         self.norm = norm_layer(embed_dim) if final_norm else nn.Identity()
 
     @property
@@ -155,12 +158,18 @@ class Decoder(nn.Module):
     """VideoMAE decoder: blocks -> norm -> head applied to the last ``num_masked`` positions."""
 
     def __init__(
-        self, embed_dim, depth, num_heads, num_classes, drop_path_rate, norm_layer, use_checkpoint, **kw
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        num_classes: int,
+        use_checkpoint: bool,
+        block_options: dict,
     ):
         super().__init__()
         self.use_checkpoint = use_checkpoint
-        self.blocks = build_blocks(depth, embed_dim, num_heads, drop_path_rate, norm_layer=norm_layer, **kw)
-        self.norm = norm_layer(embed_dim)
+        self.blocks = build_blocks(depth, embed_dim, num_heads, **block_options)
+        self.norm = block_options["norm_layer"](embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
 
     def forward(self, x: Tensor, num_masked: int) -> Tensor:
@@ -171,14 +180,17 @@ class Decoder(nn.Module):
 class PretrainVisionTransformer(nn.Module):
     """VideoMAE pre-training model; with ``decoder_depth=0`` the MMKD encoder-only model.
 
-    The keyword arguments are VideoMAE's; ``num_frames`` (default 16) replaces its hard-coded
-    16-frame patch embedding. ``decoder_num_classes`` defaults to 3 * tubelet * patch^2.
+    The keyword arguments are VideoMAE's: the ``encoder_*`` / ``decoder_*`` sizes here, the rest
+    (``img_size``, ``patch_size``, ``mlp_ratio``, ``qkv_bias``, ``qk_scale``, ``drop_rate``,
+    ``attn_drop_rate``, ``drop_path_rate``, ``norm_layer``, ``init_values``, ``use_learnable_pos_emb``,
+    ``use_checkpoint``, ``tubelet_size``, ``num_frames``) are `VideoEncoder`'s and shape the decoder's
+    blocks too. ``num_frames`` (default 16) replaces VideoMAE's hard-coded 16-frame patch embedding;
+    ``decoder_num_classes`` defaults to 3 * tubelet * patch^2.
     """
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
+        *,
         encoder_in_chans: int = 3,
         encoder_num_classes: int = 0,
         encoder_embed_dim: int = 768,
@@ -188,66 +200,35 @@ class PretrainVisionTransformer(nn.Module):
         decoder_embed_dim: int = 512,
         decoder_depth: int = 8,
         decoder_num_heads: int = 8,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-        init_values: float = 0.0,
-        use_learnable_pos_emb: bool = False,
-        use_checkpoint: bool = False,
-        tubelet_size: int = 2,
-        num_frames: int = 16,
         num_classes: int = 0,  # accepted for VideoMAE compatibility; unused
         in_chans: int = 0,  # accepted for VideoMAE compatibility; unused
+        **encoder,
     ):
         super().__init__()
         if encoder_num_classes:
             raise ValueError("encoder_num_classes must be 0: the pre-training encoder has no head")
         self.encoder = VideoEncoder(
-            img_size=img_size,
-            patch_size=patch_size,
             in_chans=encoder_in_chans,
             embed_dim=encoder_embed_dim,
             depth=encoder_depth,
             num_heads=encoder_num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
-            drop_path_rate=drop_path_rate,
-            norm_layer=norm_layer,
-            init_values=init_values,
-            use_learnable_pos_emb=use_learnable_pos_emb,
-            use_checkpoint=use_checkpoint,
-            num_frames=num_frames,
-            tubelet_size=tubelet_size,
             final_norm=decoder_depth > 0,
+            **encoder,
         )
         self.encoder.apply(init_linear_xavier)
         self.decoder_depth = decoder_depth
-        self.patch_size = patch_size
-        self.tubelet_size = tubelet_size
+        self.patch_size = self.encoder.patch_embed.patch_size
+        self.tubelet_size = self.encoder.patch_embed.tubelet_size
         if decoder_depth == 0:
             return
-        self.decoder_num_classes = decoder_num_classes or 3 * tubelet_size * patch_size**2
+        self.decoder_num_classes = decoder_num_classes or 3 * self.tubelet_size * self.patch_size**2
         self.decoder = Decoder(
             decoder_embed_dim,
             decoder_depth,
             decoder_num_heads,
             self.decoder_num_classes,
-            drop_path_rate,
-            norm_layer,
-            use_checkpoint,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            drop=drop_rate,
-            attn_drop=attn_drop_rate,
-            init_values=init_values,
+            self.encoder.use_checkpoint,
+            self.encoder.block_options,
         )
         self.decoder.apply(init_linear_xavier)
         self.encoder_to_decoder = nn.Linear(encoder_embed_dim, decoder_embed_dim, bias=False)
@@ -287,59 +268,28 @@ class PretrainVisionTransformer(nn.Module):
 
 
 class VisionTransformer(VideoEncoder):
-    """Fine-tuning classifier: all tokens -> blocks -> mean pool -> fc_norm -> dropout -> head."""
+    """Fine-tuning classifier: all tokens -> blocks -> mean pool -> fc_norm -> dropout -> head.
+
+    The keyword arguments are VideoMAE's: the head's here, ``all_frames`` (the clip length), and
+    `VideoEncoder`'s for the trunk (``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ...).
+    """
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
+        *,
         num_classes: int = 1000,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
         fc_drop_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-        init_values: float = 0.0,
-        use_learnable_pos_emb: bool = False,
         init_scale: float = 0.0,
         all_frames: int = 16,
-        tubelet_size: int = 2,
-        use_checkpoint: bool = False,
         use_mean_pooling: bool = True,
+        **encoder,
     ):
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
-            drop_path_rate=drop_path_rate,
-            norm_layer=norm_layer,
-            init_values=init_values,
-            use_learnable_pos_emb=use_learnable_pos_emb,
-            use_checkpoint=use_checkpoint,
-            num_frames=all_frames,
-            tubelet_size=tubelet_size,
-            final_norm=not use_mean_pooling,
-        )
+        super().__init__(num_frames=all_frames, final_norm=not use_mean_pooling, **encoder)
         self.num_classes = num_classes
         self.use_mean_pooling = use_mean_pooling
-        self.fc_norm = norm_layer(embed_dim) if use_mean_pooling else None
+        self.fc_norm = self.block_options["norm_layer"](self.embed_dim) if use_mean_pooling else None
         self.fc_dropout = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_linear_trunc)
         if isinstance(self.head, nn.Linear) and init_scale:
             with torch.no_grad():
