@@ -1,11 +1,14 @@
-"""Selections, flags and heads shared by the MMKD objectives."""
+"""Selections, flags, heads and the attention terms' shared loss, for the MMKD objectives."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import Flag, VisibleTokens, Widths, at_least, positive
+from .registry import Context, Flag, Objective, VisibleTokens, Widths, at_least, positive
 
 # hyper-parameters that several terms read (reference flag first, then our self-explaining alias)
 NUM_F = Flag(
@@ -84,14 +87,62 @@ class LinearHead(nn.Module):
         return in_own_dtype(self.fc, self.fc.weight, x)
 
 
-def side_heads(term: str, widths: Widths) -> dict[str, nn.Module | None]:
-    """MM-global / MM-local: ``<term>_s`` Linear(Cs, Ct) and ``<term>_t`` Linear(Ct, Ct), student first."""
-    s = LinearHead(widths.student, widths.teacher) if widths.aligned else None
-    t = LinearHead(widths.teacher, widths.teacher) if widths.aligned else None
-    return {f"{term}_s": s, f"{term}_t": t}
-
-
 def in_own_dtype(fn, weight: Tensor, x: Tensor) -> Tensor:
     """Runs a head in its weights' dtype and returns the input's: DeepSpeed bf16/fp16 casts the heads
     to half while the objectives compute in float32 (a no-op when both are float32 / float64)."""
     return fn(x.to(weight.dtype)).to(x.dtype)
+
+
+Aggregate = Callable[[Tensor, Tensor], Tensor]  # (logits [B, H, P, P], values [B, H, P, d]) -> [B, *, C]
+
+
+def aggregated_mse(
+    aggregate: Aggregate,
+    attn_s: Tensor,
+    attn_t: Tensor,
+    v_s: Tensor,
+    v_t: Tensor,
+    proj_s: Callable[[Tensor], Tensor] | None = None,
+    proj_t: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """MSE between the student's and the teacher's (each projected) attention-aggregated values.
+
+    The teacher's aggregation runs without gradients; its projection ``proj_t`` is trained.
+    """
+    h_s = project(aggregate(attn_s, v_s), proj_s)
+    with torch.no_grad():
+        h_t = aggregate(attn_t.detach(), v_t.detach())
+    return F.mse_loss(h_s, project(h_t, proj_t))
+
+
+class AttentionTerm(Objective):
+    """MM-global / MM-local: the last block's attention aggregates the values, student vs teacher.
+
+    Heads ``<name>_s`` Linear(Cs, Ct) and ``<name>_t`` Linear(Ct, Ct) (student first); weight
+    ``beta``, times ``<pair_weight>`` when the ``partner`` term is on too. A subclass sets those and
+    `aggregate`.
+    """
+
+    needs = frozenset({"attention"})
+    partner: str = ""
+    pair_weight: str = ""
+
+    def aggregate(self, attn: Tensor, v: Tensor, cfg, ctx: Context) -> Tensor:
+        """Logits [B, H, P, P], values [B, H, P, d] -> aggregated values [B, *, H*d]."""
+        raise NotImplementedError
+
+    def weight(self, cfg, terms) -> float:
+        return cfg.beta * (getattr(cfg, self.pair_weight) if self.partner in terms else 1.0)
+
+    def build_heads(self, cfg, widths: Widths) -> dict[str, nn.Module | None]:
+        s = LinearHead(widths.student, widths.teacher) if widths.aligned else None
+        t = LinearHead(widths.teacher, widths.teacher) if widths.aligned else None
+        return {f"{self.name}_s": s, f"{self.name}_t": t}
+
+    def loss(self, out_s, out_t, cfg, heads, ctx: Context) -> Tensor:
+        return aggregated_mse(
+            lambda attn, v: self.aggregate(attn, v, cfg, ctx),
+            *(out_s.attn_logits, out_t.attn_logits, out_s.values, out_t.values),
+            heads[f"{self.name}_s"],
+            heads[f"{self.name}_t"],
+        )

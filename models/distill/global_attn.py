@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .common import BETA, KD_T, NUM_K, merge_heads, project, side_heads, topk_attention
-from .registry import Context, Flag, Objective, VisibleTokens, Widths, register
+from .common import BETA, KD_T, NUM_K, AttentionTerm, aggregated_mse, merge_heads, topk_attention
+from .registry import Flag, VisibleTokens, register
 
 
 def aggregate_global(attn: Tensor, v: Tensor, num_k: int, kd_T: float) -> Tensor:
@@ -28,17 +27,16 @@ def mm_global_loss(
     proj_t: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """MSE between the student's and the teacher's (each projected) top-k aggregated values."""
-    h_s = project(aggregate_global(attn_s, v_s, num_k, kd_T), proj_s)
-    with torch.no_grad():
-        h_t = aggregate_global(attn_t.detach(), v_t.detach(), num_k, kd_T)
-    return F.mse_loss(h_s, project(h_t, proj_t))
+    aggregate = partial(aggregate_global, num_k=num_k, kd_T=kd_T)
+    return aggregated_mse(aggregate, attn_s, attn_t, v_s, v_t, proj_s, proj_t)
 
 
 @register
-class Global(Objective):
+class Global(AttentionTerm):
     """beta * beta_kd1 * MM-global (beta alone without MM-local, as the reference's hinTop)."""
 
     name = "global"
+    partner, pair_weight = "local", "beta_kd1"
     flags = (
         NUM_K,
         KD_T,
@@ -50,20 +48,12 @@ class Global(Objective):
             "weight of MM-global inside the hidden terms (with MM-local on)",
         ),
     )
-    needs = frozenset({"attention"})
     modes = ("hybrid", "hinTop", "onlykd")
 
-    def weight(self, cfg, terms) -> float:
-        return cfg.beta * (cfg.beta_kd1 if "local" in terms else 1.0)
-
-    def build_heads(self, cfg, widths: Widths) -> dict[str, nn.Module | None]:
-        return side_heads("global", widths)
+    def aggregate(self, attn, v, cfg, ctx) -> Tensor:
+        return aggregate_global(attn, v, cfg.num_k, cfg.kd_T)
 
     def check_fit(self, cfg, tokens: VisibleTokens) -> str | None:
         if cfg.num_k > tokens.total:
             return f"--num_k {cfg.num_k} exceeds the {tokens.total} visible tokens; lower --num_k or --mask_ratio"
         return None
-
-    def loss(self, out_s, out_t, cfg, heads, ctx: Context) -> Tensor:
-        attn = (out_s.attn_logits, out_t.attn_logits, out_s.values, out_t.values)
-        return mm_global_loss(*attn, cfg.num_k, cfg.kd_T, heads["global_s"], heads["global_t"])

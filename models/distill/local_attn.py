@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .common import BETA, KD_T, NUM_K, project, side_heads, topk_attention
-from .registry import Context, Flag, Objective, VisibleTokens, Widths, register
+from .common import BETA, KD_T, NUM_K, AttentionTerm, aggregated_mse, topk_attention
+from .registry import Flag, VisibleTokens, register
 
 VALUE_LAYOUTS = ("time_major", "reference")
 
@@ -53,17 +53,18 @@ def mm_local_loss(
     value_layout: str = "time_major",
 ) -> Tensor:
     """MSE between the student's and the teacher's (projected) per-slice aggregated values."""
-    h_s = project(aggregate_local(attn_s, v_s, num_temporal, num_k, kd_T, value_layout), proj_s)
-    with torch.no_grad():
-        h_t = aggregate_local(attn_t.detach(), v_t.detach(), num_temporal, num_k, kd_T, value_layout)
-    return F.mse_loss(h_s, project(h_t, proj_t))
+    aggregate = partial(
+        aggregate_local, num_temporal=num_temporal, num_k=num_k, kd_T=kd_T, value_layout=value_layout
+    )
+    return aggregated_mse(aggregate, attn_s, attn_t, v_s, v_t, proj_s, proj_t)
 
 
 @register
-class Local(Objective):
+class Local(AttentionTerm):
     """beta * beta_kd2 * MM-local (beta alone without MM-local, as the reference's VTop); tube masks."""
 
     name = "local"
+    partner, pair_weight = "global", "beta_kd2"
     flags = (
         NUM_K,
         KD_T,
@@ -83,14 +84,10 @@ class Local(Objective):
             what="MM-local value layout",
         ),
     )
-    needs = frozenset({"attention"})
     modes = ("hybrid", "VTop", "onlykd")
 
-    def weight(self, cfg, terms) -> float:
-        return cfg.beta * (cfg.beta_kd2 if "global" in terms else 1.0)
-
-    def build_heads(self, cfg, widths: Widths) -> dict[str, nn.Module | None]:
-        return side_heads("local", widths)
+    def aggregate(self, attn, v, cfg, ctx) -> Tensor:
+        return aggregate_local(attn, v, ctx.num_temporal, cfg.num_k, cfg.kd_T, cfg.value_layout)
 
     def check_fit(self, cfg, tokens: VisibleTokens) -> str | None:
         if tokens.mask_type != "tube":
@@ -101,9 +98,3 @@ class Local(Objective):
                 "lower --num_k or --mask_ratio"
             )
         return None
-
-    def loss(self, out_s, out_t, cfg, heads, ctx: Context) -> Tensor:
-        attn = (out_s.attn_logits, out_t.attn_logits, out_s.values, out_t.values)
-        return mm_local_loss(
-            *attn, ctx.num_temporal, cfg.num_k, cfg.kd_T, heads["local_s"], heads["local_t"], cfg.value_layout
-        )
