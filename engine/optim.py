@@ -207,9 +207,7 @@ def _num_layers_of(model: nn.Module) -> int:
         return int(model.get_num_layers())
     if isinstance(getattr(model, "blocks", None), nn.Module):
         return len(model.blocks)
-    raise ValueError(
-        "layer_decay needs num_layers: pass num_layers= or give the model get_num_layers() / .blocks"
-    )
+    raise ValueError("layer_decay needs the number of blocks: give the model get_num_layers() or .blocks")
 
 
 def _check_opt_name(opt: str) -> None:
@@ -228,36 +226,24 @@ def build_optimizer(
     opt_betas: tuple[float, float] | None = None,
     opt_eps: float | None = 1e-8,
     momentum: float = 0.9,
-    layer_decay: float | None = None,
-    num_layers: int | None = None,
-    skip_list: Iterable[str] = (),
 ) -> torch.optim.Optimizer:
     """Build a timm optimiser whose groups carry ``lr_scale`` and their own weight decay.
 
     Args:
-        model_or_groups: the trainable module, or ready-made parameter groups.
+        model_or_groups: parameter groups (a task's ``parameter_groups``, layer decay included: see
+            `param_groups`), or a module, which gets `param_groups` without layer decay.
         opt: timm optimiser name (``adamw``, ``sgd``, ``lamb``, ...).
         lr: base learning rate (``apply_schedules`` overwrites it per iteration).
-        weight_decay: weight decay of the decayed groups (1-D / bias / skip-list params get 0).
+        weight_decay: weight decay of groups that do not set their own.
         opt_betas / opt_eps / momentum: forwarded to the optimiser where it supports them.
-        layer_decay: layer-wise lr decay factor; ``None`` or 1.0 turns it off.
-        num_layers: number of blocks for layer decay (default: ``model.get_num_layers()``).
-        skip_list: extra parameter names without weight decay.
 
     Raises:
-        ValueError: unknown optimiser name, or layer decay requested for ready-made groups.
+        ValueError: unknown optimiser name.
     """
     _check_opt_name(opt)
-    use_layer_decay = layer_decay is not None and layer_decay != 1.0
     if isinstance(model_or_groups, nn.Module):
-        assigner = None
-        if use_layer_decay:
-            depth = num_layers if num_layers is not None else _num_layers_of(_unwrap(model_or_groups))
-            assigner = LayerDecayValueAssigner(layer_decay_values(layer_decay, depth))
-        groups = param_groups_for_finetune(model_or_groups, weight_decay, skip_list, assigner)
+        groups = param_groups(model_or_groups, weight_decay)
     else:
-        if use_layer_decay:
-            raise ValueError("layer_decay needs a model; ready-made parameter groups already fix lr_scale")
         groups = [dict(g) for g in model_or_groups]
         for g in groups:
             g.setdefault("lr_scale", 1.0)

@@ -16,6 +16,7 @@ from engine.optim import (
     cosine_scheduler,
     layer_decay_values,
     layer_id_for_vit,
+    param_groups,
     param_groups_for_finetune,
 )
 
@@ -117,17 +118,14 @@ def test_layer_decay_groups_match_reference(case: int) -> None:
 
 @pytest.mark.parametrize("case", [0, 1])
 def test_build_optimizer_layer_decay_matches_reference(case: int) -> None:
+    """The fine-tuning path: the classifier's `param_groups` (layers from the model) into the optimiser."""
     data = _load(f"schedules_layer_decay_case{case}.pt")
     cfg, exp = data["config"], data["expected"]
     model = _real_model(_load(cfg["finetune_fixture"]))
+    assert model.get_num_layers() == cfg["num_layers"]
+    groups = param_groups(model, cfg["weight_decay"], layer_decay=cfg["layer_decay"])
     optimizer = build_optimizer(
-        model,
-        opt="adamw",
-        lr=1e-3,
-        weight_decay=cfg["weight_decay"],
-        opt_betas=(0.9, 0.999),
-        layer_decay=cfg["layer_decay"],
-        num_layers=cfg["num_layers"],
+        groups, opt="adamw", lr=1e-3, weight_decay=cfg["weight_decay"], opt_betas=(0.9, 0.999)
     )
     assert isinstance(optimizer, torch.optim.AdamW)
     got = [
@@ -190,19 +188,12 @@ def test_sgd_accepts_groups_and_drops_betas() -> None:
     assert optimizer.param_groups[0]["lr_scale"] == 1.0
 
 
-def test_layer_decay_with_groups_is_rejected() -> None:
-    groups = [{"params": list(_tiny().parameters())}]
-    with pytest.raises(ValueError, match="layer_decay"):
-        build_optimizer(groups, lr=0.1, weight_decay=0.0, layer_decay=0.75)
-
-
 def test_apply_schedules_scales_lr_and_keeps_no_decay_at_zero() -> None:
     data = _load("schedules_layer_decay_case0.pt")
     cfg = data["config"]
     model = _real_model(_load(cfg["finetune_fixture"]))
-    optimizer = build_optimizer(
-        model, lr=1.0, weight_decay=0.05, layer_decay=cfg["layer_decay"], num_layers=cfg["num_layers"]
-    )
+    groups = param_groups(model, 0.05, layer_decay=cfg["layer_decay"])
+    optimizer = build_optimizer(groups, lr=1.0, weight_decay=0.05)
     for wd in (0.2, 0.0, 0.3):  # a wd of 0 mid-schedule must not turn decay off for good
         apply_schedules(optimizer, lr=2e-3, wd=wd)
         for g in optimizer.param_groups:
