@@ -10,11 +10,12 @@ from .bad_data import BadDataTracker
 from .decoding import Decoder
 from .errors import VideoDecodeError
 from .loading import TrainClips, read_clip
+from .pretrain import TrainViews
 from .sampling import ClipSampler
 from .transforms import EvalTransform, FinetuneTrainTransform
 
 
-class VideoClsTrainDataset(Dataset):
+class VideoClsTrainDataset(TrainViews):
     """Train items ``{"video", "label", "n_bad"}``.
 
     ``num_sample`` > 1 (repeated augmentation): ``video`` is ``[V, 3, T, S, S]`` — V independent
@@ -23,17 +24,8 @@ class VideoClsTrainDataset(Dataset):
     """
 
     def __init__(self, clips: TrainClips, transform: FinetuneTrainTransform, num_sample: int = 1) -> None:
-        if num_sample < 1:
-            raise ValueError(f"num_sample must be at least 1, got {num_sample}")
-        self.clips = clips
+        super().__init__(clips, num_sample)
         self.transform = transform
-        self.num_sample = num_sample
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.clips.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, object]:
         frames, record, n_bad, rng = self.clips.load(index, read_clip)

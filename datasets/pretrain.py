@@ -1,4 +1,5 @@
-"""Pre-training / distillation dataset: masked clips, one or ``num_sample`` per decoded video."""
+"""Pre-training / distillation dataset: masked clips, one or ``num_sample`` per decoded video; and
+`TrainViews`, what it shares with the fine-tuning training set."""
 
 from __future__ import annotations
 
@@ -11,11 +12,31 @@ from .masking import RandomMaskingGenerator, TubeMaskingGenerator
 from .transforms import PretrainTransform
 
 
-class PretrainDataset(Dataset):
+class TrainViews(Dataset):
+    """A training set over `TrainClips` whose items hold ``num_sample`` views of one decoded window:
+    the base of `PretrainDataset` and of fine-tuning's `datasets.classification.VideoClsTrainDataset`.
+
+    Call :meth:`set_epoch` every epoch so clips, crops (and masks) change between epochs.
+    """
+
+    def __init__(self, clips: TrainClips, num_sample: int = 1) -> None:
+        if num_sample < 1:
+            raise ValueError(f"num_sample must be at least 1, got {num_sample}")
+        self.clips = clips
+        self.num_sample = num_sample
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.clips.set_epoch(epoch)
+
+
+class PretrainDataset(TrainViews):
     """Items ``{"video": [3, T, S, S], "mask": bool [N], "n_bad": int}``.
 
-    ``video`` is float32 (normalised) or uint8, as the transform returns. N = T/tubelet · (S/patch)²; ``n_bad`` counts unreadable files skipped to build the item.
-    Call :meth:`set_epoch` every epoch so clips, crops and masks change between epochs.
+    ``video`` is float32 (normalised) or uint8, as the transform returns. N = T/tubelet · (S/patch)²;
+    ``n_bad`` counts unreadable files skipped to build the item.
 
     ``num_sample`` R > 1 (repeated sampling): the video's window is decoded once and the item holds
     R clips of those frames with independent crops and masks, ``video`` ``[R, 3, T, S, S]`` and
@@ -30,18 +51,9 @@ class PretrainDataset(Dataset):
         mask_generator: TubeMaskingGenerator | RandomMaskingGenerator,
         num_sample: int = 1,
     ) -> None:
-        if num_sample < 1:
-            raise ValueError(f"num_sample must be at least 1, got {num_sample}")
-        self.clips = clips
+        super().__init__(clips, num_sample)
         self.transform = transform
         self.mask_generator = mask_generator
-        self.num_sample = num_sample
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.clips.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, object]:
         frames, _, n_bad, rng = self.clips.load(index, read_clip)
