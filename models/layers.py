@@ -35,16 +35,19 @@ def sinusoid_table(num_positions: int, dim: int) -> Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """Video to tubelet tokens: [B, 3, T, H, W] -> [B, N, C] with a strided Conv3d."""
+    """Video to tubelet tokens: [B, 3, T, H, W] -> [B, N, C] with a strided Conv3d.
+
+    The layers here take no defaults: the model's constructor (`models.vit.VideoEncoder`) holds them.
+    """
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        num_frames: int = 16,
-        tubelet_size: int = 2,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        num_frames: int,
+        tubelet_size: int,
     ):
         super().__init__()
         if img_size % patch_size:
@@ -110,11 +113,11 @@ class Attention(nn.Module):
     def __init__(
         self,
         dim: int,
-        num_heads: int = 8,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
+        num_heads: int,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        attn_drop: float,
+        proj_drop: float,
         attn_head_dim: int | None = None,
     ):
         super().__init__()
@@ -163,14 +166,15 @@ class Block(nn.Module):
         self,
         dim: int,
         num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = False,
-        qk_scale: float | None = None,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        init_values: float | None = None,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
+        *,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+        init_values: float | None,
+        norm_layer: type[nn.Module],
         attn_head_dim: int | None = None,
     ):
         super().__init__()
