@@ -72,21 +72,18 @@ def _table(pairs, ours_trunk: str, theirs_trunk: str, to_ours: bool) -> list[tup
     return [(theirs, ours) for ours, theirs in filled] if to_ours else filled
 
 
-def _rename(key: str, table: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """(renamed prefix, the rest of ``key``) for the first prefix of ``table`` that ``key`` starts with."""
-    for old, new in table:
-        if key.startswith(old):
-            return new, key.removeprefix(old)
-    return None
+def _rename(key: str, table: list[tuple[str, str]]) -> str | None:
+    """``key`` with the first prefix of ``table`` that it starts with renamed, else None."""
+    return next((new + key.removeprefix(old) for old, new in table if key.startswith(old)), None)
 
 
 def _in_stack(key: str, stacks: list[tuple[str, str]]) -> tuple[str, str] | None:
     """(the renamed ``<stack>.<i>.`` prefix, the key inside the block) for a block weight, else None."""
-    hit = _rename(key, stacks)
-    if hit is None:
-        return None
-    index, _, rest = hit[1].partition(".")
-    return (f"{hit[0]}{index}.", rest) if index.isdigit() else None
+    for old, new in stacks:
+        if key.startswith(old):
+            index, _, rest = key.removeprefix(old).partition(".")
+            return (f"{new}{index}.", rest) if index.isdigit() else None
+    return None
 
 
 def is_hf_layout(state: Mapping[str, Tensor]) -> bool:
@@ -119,12 +116,12 @@ def from_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
                 qkv.setdefault(prefix, {})[rest.removeprefix(_QKV)] = value
                 continue
             inner = _rename(rest, block_table)
-            hit = None if inner is None else (prefix + inner[0], inner[1])
+            name = None if inner is None else prefix + inner
         else:
-            hit = _rename(k, top)
-        if hit is None:
+            name = _rename(k, top)
+        if name is None:
             raise CheckpointError(f"unknown transformers VideoMAE weight {key!r}")
-        out["".join(hit)] = value
+        out[name] = value
     for prefix, parts in qkv.items():
         try:
             out[prefix + "attn.qkv.weight"] = torch.cat(
@@ -166,14 +163,14 @@ def to_hf(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
                 continue
             if rest.startswith("gamma_"):
                 raise CheckpointError("layer scale (init_values > 0) has no transformers VideoMAE equivalent")
-            bias = next((theirs for ours, theirs, _ in _QV_BIAS if rest == ours), None)
-            inner = (_QKV + bias, "") if bias else _rename(rest, block_table)
-            hit = None if inner is None else (prefix + inner[0], inner[1])
+            bias = next((_QKV + theirs for ours, theirs, _ in _QV_BIAS if rest == ours), None)
+            inner = bias or _rename(rest, block_table)
+            name = None if inner is None else prefix + inner
         else:
-            hit = _rename(key, top)
-        if hit is None:
+            name = _rename(key, top)
+        if name is None:
             raise CheckpointError(f"cannot map weight {key!r} to transformers' VideoMAE")
-        out["".join(hit)] = value
+        out[name] = value
     return {k: v.contiguous() for k, v in out.items()}, kind
 
 
