@@ -21,16 +21,15 @@ import numpy as np
 import torch
 
 from common.files import atomic_write, is_temp_name
-from models.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
+from models.checkpoint import CheckpointError, read_checkpoint
 
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "atomic_save",
     "get_rng_state",
-    "load_checkpoint",
+    "saved_world_size",
     "set_rng_state",
-    "state_dict_from_checkpoint",
 ]
 
 _NUMBERED = re.compile(r"^checkpoint-(\d+)\.pth$")
@@ -93,16 +92,6 @@ def _atomic_copy(src: Path, dst: Path) -> Path:
     return _atomic_write(dst, copy, f"copy {src} to")
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
-    """`models.checkpoint.read_checkpoint`: CPU, ``weights_only=True``, one-line `CheckpointError`."""
-    return read_checkpoint(path, mmap=mmap)
-
-
-def state_dict_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint: ``model``, ``module`` or a bare state dict."""
-    return extract_state_dict(ckpt)
-
-
 class CheckpointManager:
     """Writes ``checkpoint-{epoch}.pth`` / ``checkpoint-best.pth`` in ``output_dir`` and rotates them.
 
@@ -149,9 +138,9 @@ class CheckpointManager:
         try:
             return atomic_save(state, path)
         except CheckpointError as err:
-            raise CheckpointError(f"{err}; {self._kept()}") from err
+            raise CheckpointError(f"{err}; {self.kept()}") from err
 
-    def _kept(self) -> str:
+    def kept(self) -> str:
         """What a failure's line adds: the folder, its newest checkpoint (by name), what to do."""
         inf = float("inf")
         found = sorted([((e, inf), p) for e, p in self.numbered()] + self.mid_epoch(), key=lambda c: c[0])
@@ -199,7 +188,7 @@ class CheckpointManager:
             try:
                 _atomic_copy(path, self.best_path)
             except CheckpointError as err:
-                raise CheckpointError(f"{err}; {self._kept()}") from err
+                raise CheckpointError(f"{err}; {self.kept()}") from err
         self._rotate(keep=epoch)
         self._rotate_mid_epoch()  # the epoch is complete: its mid-epoch checkpoints are superseded
         return path
@@ -221,10 +210,10 @@ class CheckpointManager:
         for _, path in sorted(candidates, key=lambda c: c[0], reverse=True):
             try:
                 # mmap: checks the archive and the pickle without reading every tensor.
-                load_checkpoint(path, mmap=True)
+                read_checkpoint(path, mmap=True)
             except CheckpointError:
                 try:
-                    load_checkpoint(path)  # gives the real reason (mmap also refuses non-zip files)
+                    read_checkpoint(path)  # gives the real reason (mmap also refuses non-zip files)
                 except CheckpointError as exc:
                     warnings.warn(f"skipping unreadable checkpoint: {exc}", stacklevel=2)
                     continue
@@ -241,6 +230,14 @@ class CheckpointManager:
                 p.unlink(missing_ok=True)
                 removed.append(p)
         return removed
+
+
+def saved_world_size(ckpt: dict[str, Any]) -> int:
+    """Processes that wrote ``ckpt`` (older files: one RNG state per rank)."""
+    if "world_size" in ckpt:
+        return int(ckpt["world_size"])
+    rng = ckpt.get("rng")
+    return len(rng) if isinstance(rng, list) else 1
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
@@ -25,27 +23,6 @@ class NonFiniteLossError(RuntimeError):
 
 class TooManyBadFilesError(RuntimeError):
     """More than the allowed fraction of training files failed to decode."""
-
-
-@dataclass
-class StepConfig:
-    """How one optimisation step is run."""
-
-    device: torch.device
-    autocast: Callable[[], contextlib.AbstractContextManager]
-    scaler: torch.amp.GradScaler | None = None
-    clip_grad: float | None = None
-    print_freq: int = 10
-    max_steps: int = 0  # 0: whole epoch (counted in optimiser steps)
-    max_bad_fraction: float = 0.5
-    deepspeed_engine: object | None = None  # when set, it owns backward / step / clipping / scaling
-    update_freq: int = 1  # micro-batches accumulated per optimiser step (--update_freq)
-    ema: object | None = None  # timm ModelEmaV2 of ``ema_source``, updated after every optimiser step
-    ema_source: nn.Module | None = None
-    observer: Callable[[dict], None] | None = None  # called with a record of every micro-batch
-    # after every optimiser step: after_step(epoch, micro-batches done this epoch, flush); it may save
-    # (calling flush() first: the pending non-finite check), or raise (engine.preempt.Preempted)
-    after_step: Callable[[int, int, Callable[[], None]], None] | None = None
 
 
 @dataclass
@@ -76,22 +53,10 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _grad_norm(params: Iterable[Tensor]) -> Tensor:
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    return torch.stack([g.norm() for g in grads]).norm() if grads else torch.zeros(())
-
-
 def steps_in_epoch(num_batches: int, update_freq: int, max_steps: int = 0) -> int:
     """Optimiser steps one epoch of ``num_batches`` micro-batches makes (trailing partial windows drop)."""
     steps = num_batches // update_freq
     return min(steps, max_steps) if max_steps else steps
-
-
-def _no_sync(task: nn.Module, boundary: bool):
-    # DDP all-reduces gradients in backward; accumulation micro-steps skip it until the last one
-    if not boundary and isinstance(task, nn.parallel.DistributedDataParallel):
-        return task.no_sync()
-    return contextlib.nullcontext()
 
 
 class _PendingMetrics:
@@ -146,138 +111,157 @@ class _PendingMetrics:
         return means, skipped
 
 
-def train_one_epoch(
-    task: nn.Module,
-    loader: Iterable[dict],
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    cfg: StepConfig,
-    state: EpochState,
-    lr_schedule: np.ndarray,
-    wd_schedule: np.ndarray,
-    steps_per_epoch: int,
-    tb: TensorboardLogger | None = None,
-    *,
-    start_batch: int = 0,
-) -> dict[str, float]:
-    """One epoch of ``steps_per_epoch`` optimiser steps of ``cfg.update_freq`` micro-batches each.
+class TrainLoop:
+    """Takes a run's micro-batches through a backend (`engine.backend`): schedules, counters, logging.
 
-    ``start_batch``: micro-batches of this epoch already done (a mid-epoch resume; ``loader`` then
-    yields the rest).
+    Whoever drives it (`engine.runner.Trainer.train_epoch`) iterates :meth:`batches`, runs each with
+    :meth:`micro_batch`, which says when a window's optimiser step was taken, and calls :meth:`log` at
+    :meth:`log_due` micro-batches (and before writing a checkpoint), then :meth:`end_epoch`.
 
     As the reference: the schedule index is ``epoch * steps_per_epoch + i // update_freq`` (lr / wd
     set on every micro-batch of a window), each micro-batch back-propagates ``loss / update_freq``,
-    and clipping, the optimiser step, ``zero_grad`` and the EMA update happen on the window's last
-    micro-batch. Micro-batches past the last full window are not used.
+    and clipping, the optimiser step and ``zero_grad`` happen on the window's last micro-batch.
+    Micro-batches past the last full window are not used.
 
     No host synchronisation per step: the loss terms stay on the device and are read (with the
-    gradient norm, which is only computed then unless clipping needs it) every ``print_freq``
-    micro-batches, where the console line and TensorBoard scalars are written.
+    gradient norm, which is only computed then unless clipping needs it) at the log lines, every
+    ``print_freq`` micro-batches, where the console line and TensorBoard scalars are written.
     """
-    task.train()
-    meters = MetricLogger()
-    engine = cfg.deepspeed_engine
-    opt = engine.optimizer if engine is not None else optimizer
-    params = [p for p in task.parameters() if p.requires_grad]
-    accum = cfg.update_freq
-    total = min(steps_per_epoch, cfg.max_steps) * accum if cfg.max_steps else steps_per_epoch * accum
-    if engine is None:
-        optimizer.zero_grad(set_to_none=True)
-    pending = _PendingMetrics()
-    window_start, window_clips = time.perf_counter(), 0
 
-    def flush(lr: float, wd: float, data_wait: float) -> None:
-        nonlocal window_start, window_clips
-        if not pending.clips:
-            return
-        grad_norm, clips = pending.grad_norm, pending.clips
-        means, skipped = pending.flush()
-        if skipped:
-            state.skipped_steps += skipped
-            print(
-                f"fp16 overflow: {skipped} step(s) skipped since the last log line, loss scale {cfg.scaler.get_scale():g}"
-            )
-        clips_per_s = window_clips * get_world_size() / max(time.perf_counter() - window_start, 1e-9)
-        window_start, window_clips = time.perf_counter(), 0
-        meters.update(n=max(1, clips), **means)
-        meters.update(lr=lr, wd=wd, grad_norm=grad_norm, data_wait=data_wait, clips_per_s=clips_per_s)
-        if tb is not None:
-            scalars = {f"train/{k}": v for k, v in means.items()}
-            scalars.update({"opt/lr": lr, "opt/wd": wd, "opt/grad_norm": grad_norm})
-            scalars.update({"perf/clips_per_s": clips_per_s, "perf/data_wait_s": data_wait})
-            if cfg.scaler is not None and cfg.scaler.is_enabled():
-                scalars["opt/loss_scale"] = cfg.scaler.get_scale()
-            tb.update(state.global_step, **scalars)
+    def __init__(
+        self,
+        backend,
+        state: EpochState,
+        lr_schedule: np.ndarray,
+        wd_schedule: np.ndarray,
+        steps_per_epoch: int,
+        *,
+        device: torch.device,
+        update_freq: int = 1,
+        print_freq: int = 10,
+        max_bad_fraction: float = 0.5,
+        tb: TensorboardLogger | None = None,
+    ) -> None:
+        self.backend, self.state, self.tb = backend, state, tb
+        self.lr_schedule, self.wd_schedule, self.steps_per_epoch = lr_schedule, wd_schedule, steps_per_epoch
+        self.device, self.update_freq, self.print_freq = device, update_freq, print_freq
+        self.max_bad_fraction = max_bad_fraction
 
-    t_end = time.perf_counter()
-    lr = wd = data_wait = 0.0
-    batches = meters.log_every(loader, cfg.print_freq, f"Epoch [{epoch}]", total=total - start_batch)
-    for i, batch in enumerate(batches, start=start_batch):
-        if i >= total:
-            break
-        data_wait = time.perf_counter() - t_end
-        it = epoch * steps_per_epoch + i // accum
-        lr = float(lr_schedule[min(it, len(lr_schedule) - 1)])
-        wd = float(wd_schedule[min(it, len(wd_schedule) - 1)])
-        apply_schedules(opt, lr, wd)
+    def batches(self, loader: Iterable[dict], epoch: int, start_batch: int = 0) -> Iterator[tuple[int, dict]]:
+        """(index in the epoch, micro-batch) of ``epoch``'s ``steps_per_epoch`` windows; ``start_batch``:
+        micro-batches already done (a mid-epoch resume; ``loader`` then yields the rest)."""
+        self.backend.train()
+        self.meters = MetricLogger()
+        self.epoch, self.start_batch = epoch, start_batch
+        self.total = self.steps_per_epoch * self.update_freq
+        self.backend.zero_grad()
+        self.pending = _PendingMetrics()
+        self.window_start, self.window_clips = time.perf_counter(), 0
+        self.lr = self.wd = self.data_wait = 0.0
+        t_end = time.perf_counter()
+        header = f"Epoch [{epoch}]"
+        batches = self.meters.log_every(loader, self.print_freq, header, total=self.total - start_batch)
+        for i, batch in enumerate(batches, start=start_batch):
+            if i >= self.total:
+                break
+            self.data_wait = time.perf_counter() - t_end
+            yield i, batch
+            t_end = time.perf_counter()
+
+    def log_due(self, i: int) -> bool:
+        """Whether micro-batch ``i`` ends with a log line (as the console progress line: log_every
+        prints after it)."""
+        return (i - self.start_batch) % self.print_freq == 0 or i == self.total - 1
+
+    def micro_batch(
+        self, i: int, batch: dict, need_norm: bool, observer: Callable[[dict], None] | None = None
+    ) -> bool:
+        """Forward and backward of micro-batch ``i``; True when it ended a window (an optimiser step).
+
+        ``need_norm``: compute the gradient norm (for a log line or ``observer``) even without clipping;
+        ``observer`` is called with a record of the micro-batch (the reference replay reads it).
+        """
+        state, backend = self.state, self.backend
+        it = self.epoch * self.steps_per_epoch + i // self.update_freq
+        self.lr = float(self.lr_schedule[min(it, len(self.lr_schedule) - 1)])
+        self.wd = float(self.wd_schedule[min(it, len(self.wd_schedule) - 1)])
+        apply_schedules(backend.optimizer, self.lr, self.wd)
         state.bad_files += int(torch.as_tensor(batch.get("n_bad", 0)).sum())
         # files, not clips: with --num_sample R a batch holds R clips of each of its videos, and
         # the collated n_bad [B] has one count per video
         n_bad = batch.get("n_bad")
         state.seen_files += len(n_bad) if isinstance(n_bad, torch.Tensor) else len(batch["video"])
-        _check_bad_fraction(state, cfg.max_bad_fraction)
-        batch = to_device(batch, cfg.device)
+        _check_bad_fraction(state, self.max_bad_fraction)
+        batch = to_device(batch, self.device)
         n = len(batch["video"])
-        log_now = (
-            i - start_batch
-        ) % cfg.print_freq == 0 or i == total - 1  # log_every prints after this body
-
-        boundary = (i + 1) % accum == 0
-        with _no_sync(task, boundary):
-            with cfg.autocast():
-                losses = (engine or task)(batch)
-            loss_backward = losses["loss"] / accum if engine is None else losses["loss"]
-            need_norm = log_now or cfg.observer is not None
-            grad_norm, _, skipped = _backward_step(
-                loss_backward, task, optimizer, params, cfg, boundary=boundary, need_norm=need_norm
-            )
-        pending.add(losses, n)
-        window_clips += n
+        boundary = (i + 1) % self.update_freq == 0
+        with backend.accumulating(boundary):
+            losses = backend.forward(batch)
+            loss_backward = backend.loss_for_backward(losses["loss"], self.update_freq)
+            grad_norm, skipped = backend.backward(loss_backward, boundary=boundary, need_norm=need_norm)
+        self.pending.add(losses, n)
+        self.window_clips += n
         if boundary:
             state.global_step += 1
             if skipped is not None:
-                pending.skipped = skipped if pending.skipped is None else pending.skipped + skipped
+                self.pending.skipped = (
+                    skipped if self.pending.skipped is None else self.pending.skipped + skipped
+                )
             if grad_norm is not None:
-                pending.grad_norm = grad_norm
-            if cfg.ema is not None:  # after every optimiser step, as the reference (also a skipped fp16 one)
-                cfg.ema.update(cfg.ema_source)
-            if cfg.after_step is not None:
-                cfg.after_step(epoch, i + 1, partial(flush, lr, wd, data_wait))
-        if cfg.observer is not None:
-            cfg.observer(
+                self.pending.grad_norm = grad_norm
+        if observer is not None:
+            groups = backend.optimizer.param_groups
+            observer(
                 {
                     "data_iter_step": i,
                     "schedule_index": it,
-                    "lr": [g["lr"] for g in opt.param_groups],
-                    "weight_decay": [g["weight_decay"] for g in opt.param_groups],
+                    "lr": [g["lr"] for g in groups],
+                    "weight_decay": [g["weight_decay"] for g in groups],
                     "losses": {k: v.detach() for k, v in losses.items()},
                     "loss_backward": loss_backward.detach(),
                     "step_taken": boundary and not bool(skipped),
                     "grad_norm": grad_norm if boundary else None,
                 }
             )
-        if log_now:
-            flush(lr, wd, data_wait)
-        # the step's loss graph, held until the next forward returns, kept ~20 MiB live through it at
-        # the paper's configuration on a CPU (the steps' peak RSS then matched the bare step's)
-        del losses, loss_backward
-        t_end = time.perf_counter()
-    flush(lr, wd, data_wait)  # the epoch's last terms (a no-op when just flushed)
-    meters.synchronize_between_processes()
-    stats = meters.global_averages()
-    stats["skipped_steps"] = state.skipped_steps
-    stats["bad_files"] = state.bad_files
-    return stats
+        # returning drops the step's loss graph before the next forward: held through it, it kept
+        # ~20 MiB live at the paper's configuration on a CPU
+        return boundary
+
+    def log(self) -> None:
+        """The terms since the last log line to the meters and TensorBoard (one host read); raises
+        `NonFiniteLossError` on a NaN / inf term, so it runs before any checkpoint is written."""
+        if not self.pending.clips:
+            return
+        grad_norm, clips = self.pending.grad_norm, self.pending.clips
+        means, skipped = self.pending.flush()
+        if skipped:
+            self.state.skipped_steps += skipped
+            print(
+                f"fp16 overflow: {skipped} step(s) skipped since the last log line, loss scale {self.backend.loss_scale():g}"
+            )
+        now = time.perf_counter()
+        clips_per_s = self.window_clips * get_world_size() / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_clips = time.perf_counter(), 0
+        lr, wd, data_wait = self.lr, self.wd, self.data_wait
+        self.meters.update(n=max(1, clips), **means)
+        self.meters.update(lr=lr, wd=wd, grad_norm=grad_norm, data_wait=data_wait, clips_per_s=clips_per_s)
+        if self.tb is not None:
+            scalars = {f"train/{k}": v for k, v in means.items()}
+            scalars.update({"opt/lr": lr, "opt/wd": wd, "opt/grad_norm": grad_norm})
+            scalars.update({"perf/clips_per_s": clips_per_s, "perf/data_wait_s": data_wait})
+            scale = self.backend.loss_scale()
+            if scale is not None:
+                scalars["opt/loss_scale"] = scale
+            self.tb.update(self.state.global_step, **scalars)
+
+    def end_epoch(self) -> dict[str, float]:
+        """The epoch's last log line; its averages over ranks, with the run's skipped steps and bad files."""
+        self.log()
+        self.meters.synchronize_between_processes()
+        stats = self.meters.global_averages()
+        stats["skipped_steps"] = self.state.skipped_steps
+        stats["bad_files"] = self.state.bad_files
+        return stats
 
 
 def _check_bad_fraction(state: EpochState, limit: float) -> None:
@@ -286,64 +270,6 @@ def _check_bad_fraction(state: EpochState, limit: float) -> None:
             f"{state.bad_files} of {state.seen_files + state.bad_files} training videos failed to decode "
             f"(more than --max_bad_fraction {limit}); check --data_path / --data_root and the files"
         )
-
-
-def _backward_step(
-    loss, task, optimizer, params, cfg: StepConfig, boundary: bool = True, need_norm: bool = True
-) -> tuple[Tensor | None, Tensor | float | None, Tensor | None]:
-    """Backward of ``loss``; on a window's last micro-batch (``boundary``) the (clipped) optimiser step.
-
-    Returns (pre-clip gradient norm, or None between steps and when neither clipping nor
-    ``need_norm`` asks for it; loss scale or None; a 0-dim tensor that is 1 when the fp16 scaler
-    skipped the step, or None). Nothing here reads a value back to the host.
-    """
-    engine = cfg.deepspeed_engine
-    if engine is not None:  # it accumulates (gradient_accumulation_steps) and divides the loss itself
-        skips_before = getattr(engine, "skipped_steps", 0)  # DeepSpeed counts its fp16 overflow skips
-        engine.backward(loss)
-        engine.step()
-        if not boundary:
-            return None, None, None
-        norm = engine.get_global_grad_norm()
-        scale = getattr(engine.optimizer, "cur_scale", None) if engine.fp16_enabled() else None
-        skipped = torch.tensor(int(getattr(engine, "skipped_steps", 0) > skips_before))
-        return (torch.as_tensor(norm) if norm is not None else None), scale, skipped
-    scaler = cfg.scaler
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
-        if not boundary:
-            return None, None, None
-        scaler.unscale_(optimizer)
-        norm = _clip(params, cfg.clip_grad, need_norm)
-        before = _scale_tensor(scaler)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        after = _scale_tensor(scaler)
-        return norm, after, (after < before).to(torch.int64)  # inf/NaN gradients: the step was skipped
-    loss.backward()
-    if not boundary:
-        return None, None, None
-    norm = _clip(params, cfg.clip_grad, need_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return norm, None, None
-
-
-def _scale_tensor(scaler: torch.amp.GradScaler) -> Tensor:
-    # the scaler's scale as a device tensor (get_scale() would read it back to the host every step)
-    return (
-        scaler._scale.detach().clone()
-        if getattr(scaler, "_scale", None) is not None
-        else torch.tensor(scaler.get_scale())
-    )
-
-
-def _clip(params: list[Tensor], clip_grad: float | None, need_norm: bool = True) -> Tensor | None:
-    """Pre-clip total gradient norm; with ``clip_grad`` every gradient is scaled by min(1, clip/(norm+1e-6))."""
-    if clip_grad:
-        return torch.nn.utils.clip_grad_norm_(params, clip_grad)
-    return _grad_norm(params) if need_norm else None
 
 
 @torch.no_grad()

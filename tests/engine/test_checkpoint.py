@@ -17,10 +17,9 @@ from engine.checkpoint import (
     CheckpointManager,
     atomic_save,
     get_rng_state,
-    load_checkpoint,
     set_rng_state,
-    state_dict_from_checkpoint,
 )
+from models.checkpoint import extract_state_dict, read_checkpoint
 
 
 def _state(value: float) -> dict:
@@ -36,7 +35,7 @@ def _temp_files(directory: Path) -> list[Path]:
 
 def test_atomic_save_roundtrip_leaves_no_temp(tmp_path: Path) -> None:
     path = atomic_save(_state(1.0), tmp_path / "sub" / "a.pth")
-    assert load_checkpoint(path)["epoch"] == 1
+    assert read_checkpoint(path)["epoch"] == 1
     assert _temp_files(path.parent) == []
 
 
@@ -72,11 +71,11 @@ def test_atomic_save_rename_failure_cleans_up(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(ckpt_mod.os, "replace", no_replace)
     with pytest.raises(CheckpointError, match="Permission denied"):
         atomic_save(_state(2.0), path)
-    assert load_checkpoint(path)["epoch"] == 1
+    assert read_checkpoint(path)["epoch"] == 1
     assert _temp_files(tmp_path) == []
 
 
-# --- load_checkpoint ----------------------------------------------------------------------
+# --- read_checkpoint ----------------------------------------------------------------------
 
 
 class _Exploit:
@@ -94,7 +93,7 @@ def test_load_refuses_pickled_callable_and_never_runs_it(tmp_path: Path) -> None
     path = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.ones(1)}, "payload": _Exploit(marker)}, path)
     with pytest.raises(CheckpointError, match="pickled Python objects.*weights_only=True") as info:
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
     assert not marker.exists()
@@ -102,7 +101,7 @@ def test_load_refuses_pickled_callable_and_never_runs_it(tmp_path: Path) -> None
 
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "nope.pth")
+        read_checkpoint(tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 20, "truncated"])
@@ -113,19 +112,19 @@ def test_load_corrupt_files(tmp_path: Path, content: bytes | str) -> None:
         content = path.read_bytes()[:-200]
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="corrupt") as info:
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_state_dict_from_checkpoint() -> None:
+def test_extract_state_dict() -> None:
     w = {"a.weight": torch.ones(2)}
     for ckpt in ({"model": w, "epoch": 3}, {"module": w}, w, {"module.a.weight": w["a.weight"]}):
-        got = state_dict_from_checkpoint(ckpt)
+        got = extract_state_dict(ckpt)
         assert list(got) == ["a.weight"] and got["a.weight"] is w["a.weight"]
     with pytest.raises(CheckpointError, match="neither a state dict"):
-        state_dict_from_checkpoint({"epoch": 3})
+        extract_state_dict({"epoch": 3})
     with pytest.raises(CheckpointError, match="'model'"):
-        state_dict_from_checkpoint({"model": [1, 2]})
+        extract_state_dict({"model": [1, 2]})
 
 
 # --- CheckpointManager --------------------------------------------------------------------
@@ -136,7 +135,7 @@ def test_manager_rotates_and_keeps_best(tmp_path: Path) -> None:
     for epoch in range(5):
         mgr.save(_state(float(epoch)), epoch, is_best=epoch == 1)
     assert [e for e, _ in mgr.numbered()] == [3, 4]
-    assert load_checkpoint(mgr.best_path)["epoch"] == 1
+    assert read_checkpoint(mgr.best_path)["epoch"] == 1
     assert mgr.latest() == mgr.path_for(4)
 
 
@@ -190,7 +189,7 @@ def test_rng_state_roundtrip_through_weights_only_file(tmp_path: Path) -> None:
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
-    set_rng_state(load_checkpoint(tmp_path / "rng.pth")["rng"])
+    set_rng_state(read_checkpoint(tmp_path / "rng.pth")["rng"])
     second = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3))
     assert first[:3] == second[:3]
     assert torch.equal(first[3], second[3])

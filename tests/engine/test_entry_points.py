@@ -134,13 +134,12 @@ def test_failed_epoch_still_closes_the_tensorboard_file(videos, tmp_path, monkey
         closed.append(self.writer is not None)
         original_close(self)
 
-    def failing_epoch(*args, **kwargs):
-        tb = args[-1]
-        tb.update(0, **{"train/loss": 1.5})
+    def failing_epoch(self, *args, **kwargs):
+        self.tb.update(0, **{"train/loss": 1.5})
         raise RuntimeError("epoch failed")
 
     monkeypatch.setattr(TensorboardLogger, "close", close)
-    monkeypatch.setattr(engine.runner, "train_one_epoch", failing_epoch)
+    monkeypatch.setattr(engine.runner.Trainer, "train_epoch", failing_epoch)
     out = tmp_path / "pre"
     argv = [
         "--num_frames", "8", "--sampling_rate", "2", "--input_size", "32", "--device", "cpu", "--num_workers", "0",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 
 import numpy as np
@@ -10,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.loop import EpochState, NonFiniteLossError, StepConfig, train_one_epoch
+from engine.backend import TorchBackend
+from engine.loop import EpochState, NonFiniteLossError, TrainLoop
 
 
 class _Task(nn.Module):
@@ -30,17 +30,16 @@ class _Task(nn.Module):
 
 
 def _run(task, steps: int, print_freq: int, clip_grad=None):
-    cfg = StepConfig(
-        device=torch.device("cpu"),
-        autocast=contextlib.nullcontext,
-        print_freq=print_freq,
-        clip_grad=clip_grad,
-    )
-    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
+    backend = TorchBackend(task, torch.optim.SGD(task.parameters(), lr=0.1), clip_grad=clip_grad)
+    sched = np.full(steps, 0.1)
+    loop = TrainLoop(backend, EpochState(), sched, np.zeros(steps), steps, device=torch.device("cpu"), print_freq=print_freq)  # fmt: skip
     g = torch.Generator().manual_seed(1)
     data = [{"video": torch.randn(4, 4, generator=g), "n_bad": 0} for _ in range(steps)]
-    sched = np.full(steps, 0.1)
-    return train_one_epoch(task, data, optimizer, 0, cfg, EpochState(), sched, np.zeros(steps), steps)
+    for i, batch in loop.batches(data, 0):  # as engine.runner.Trainer.train_epoch drives it
+        loop.micro_batch(i, batch, need_norm=loop.log_due(i))
+        if loop.log_due(i):
+            loop.log()
+    return loop.end_epoch()
 
 
 @pytest.mark.parametrize("clip_grad", [None, 1.0])

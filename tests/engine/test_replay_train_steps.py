@@ -63,9 +63,11 @@ def test_replay_fails_on_a_wiring_mistake(monkeypatch) -> None:
 def test_replay_fails_when_the_loss_is_not_divided_by_update_freq(monkeypatch) -> None:
     """Nearly invisible in the weights (Adam is scale-invariant), visible in grad_norm / loss_backward."""
     _skip_without_fixtures()
-    from engine import loop
+    from engine.backend import TorchBackend
 
-    original = loop._backward_step
-    monkeypatch.setattr(loop, "_backward_step", lambda loss, *a, **k: original(loss * 2, *a, **k))
+    original = TorchBackend.backward
+    monkeypatch.setattr(
+        TorchBackend, "backward", lambda self, loss, *a, **k: original(self, loss * 2, *a, **k)
+    )
     result = replay_tool.replay(FIXTURES / "train_finetune_case2.pt")
     assert not result["ok"] and result["max_rel_err_grad_norm"] > 0.5

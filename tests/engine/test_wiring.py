@@ -22,6 +22,7 @@ import run_class_finetuning
 import run_mae_pretraining
 import run_mmkd_distill
 from engine import args as cli_args
+from engine.checkpointer import Checkpointer
 from engine.distributed import DistEnv
 from engine.runner import Trainer
 from tests.engine.conftest import ROOT, distill_argv, finetune_argv
@@ -152,16 +153,18 @@ def _decisions_worker(rank: int, port: int, out) -> None:
     env = init_distributed("cpu")
     try:
         # each rank validates on its own (no --dist_eval) and sees another accuracy / other files
+        checkpointer = SimpleNamespace(
+            env=env, best=50.0, args=SimpleNamespace(resume="", auto_resume=True),
+            files=SimpleNamespace(cleanup_temp=lambda: None, latest=lambda: f"checkpoint-{rank}.pth"),
+        )  # fmt: skip
         fake = SimpleNamespace(
-            env=env, best=50.0, ema=None, tb=TensorboardLogger(None),
+            env=env, ema=None, tb=TensorboardLogger(None), checkpointer=checkpointer,
             task=SimpleNamespace(model=None),
             evaluate=lambda model: {"acc1": 60.0 if rank == 0 else 40.0},
-            args=SimpleNamespace(resume="", auto_resume=True),
-            ckpt=SimpleNamespace(cleanup_temp=lambda: None, latest=lambda: f"checkpoint-{rank}.pth"),
         )  # fmt: skip
         is_best = Trainer._validate(fake, 3, {})
-        path = Trainer._resume_path(fake)
-        out.put((rank, is_best, fake.best, str(path)))
+        path = Checkpointer._resume_path(checkpointer)
+        out.put((rank, is_best, checkpointer.best, str(path)))
     finally:
         cleanup()
 

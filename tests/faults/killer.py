@@ -7,7 +7,7 @@ behaves exactly like ``python run_mmkd_distill.py <args...>`` (the entry point's
 ``<kind>:<n>`` (n counts calls of the hook in this process, from 1):
 
 =====================  ===========================================================================
-kill_before_step:n      SIGKILL before the n-th optimiser step (``engine.loop._backward_step``)
+kill_before_step:n      SIGKILL before the n-th optimiser step (``backward`` of ``engine.backend``'s backends)
 kill_after_step:n       SIGKILL right after the n-th optimiser step
 stop_after_step:n       SIGSTOP right after the n-th optimiser step (a hung rank: alive, silent)
 kill_mid_save:n         n-th ``torch.save``: write half of the bytes to the temp file, fsync, SIGKILL
@@ -84,24 +84,32 @@ def _signal(sig=signal.SIGUSR1) -> None:
     os.kill(os.getpid(), sig)
 
 
+def _patch_backward(wrap) -> None:
+    """Wraps the backward (and step) of every micro-batch, whichever backend the run uses."""
+    import engine.backend
+
+    for backend in (engine.backend.TorchBackend, engine.backend.DeepSpeedBackend):
+        backend.backward = wrap(backend.backward)
+
+
 def _install_signals(kind: str, counter: _Counter) -> None:
     """The stop-signal faults: the process signals itself at a chosen point and runs on."""
     import torch
 
-    import engine.loop
-
     if kind in ("usr1_after_step", "term_after_step", "usr1_twice"):
-        original = engine.loop._backward_step
         again = []
 
-        def backward_step(*args, **kwargs):
-            out = original(*args, **kwargs)
-            if counter.hit():
-                _signal(signal.SIGTERM if kind == "term_after_step" else signal.SIGUSR1)
-                again.append(kind == "usr1_twice")
-            return out
+        def after_backward(original):
+            def backward_step(*args, **kwargs):
+                out = original(*args, **kwargs)
+                if counter.hit():
+                    _signal(signal.SIGTERM if kind == "term_after_step" else signal.SIGUSR1)
+                    again.append(kind == "usr1_twice")
+                return out
 
-        engine.loop._backward_step = backward_step
+            return backward_step
+
+        _patch_backward(after_backward)
         if kind == "usr1_twice":
             original_save = torch.save
 
@@ -153,22 +161,22 @@ def install(spec: str, once: str | None = None) -> None:
     if kind.startswith(("usr1_", "term_")):
         _install_signals(kind, counter)
     elif kind in ("kill_before_step", "kill_after_step", "stop_after_step"):
-        import engine.loop
 
-        original = engine.loop._backward_step
+        def around_backward(original):
+            def backward_step(*args, **kwargs):
+                if kind == "kill_before_step" and counter.hit():
+                    _die()
+                out = original(*args, **kwargs)
+                if kind == "kill_after_step" and counter.hit():
+                    _die()
+                if kind == "stop_after_step" and counter.hit():
+                    sys.stdout.flush()
+                    os.kill(os.getpid(), signal.SIGSTOP)
+                return out
 
-        def backward_step(*args, **kwargs):
-            if kind == "kill_before_step" and counter.hit():
-                _die()
-            out = original(*args, **kwargs)
-            if kind == "kill_after_step" and counter.hit():
-                _die()
-            if kind == "stop_after_step" and counter.hit():
-                sys.stdout.flush()
-                os.kill(os.getpid(), signal.SIGSTOP)
-            return out
+            return backward_step
 
-        engine.loop._backward_step = backward_step
+        _patch_backward(around_backward)
     elif kind in ("kill_mid_save", "save_enospc"):
         import torch
 

@@ -4,15 +4,13 @@ intact and resumable."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from engine import loop
-from engine.loop import EpochState, StepConfig, train_one_epoch
+from engine.backend import TorchBackend
+from engine.loop import EpochState, TrainLoop
 from tests.faults.harness import (
     DISTILL,
     EPOCHS,
@@ -58,42 +56,36 @@ def _same(a, b) -> bool:
 def _epoch(task, steps=3):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     assert scaler.is_enabled()
-    cfg = StepConfig(
-        device=torch.device("cpu"), autocast=contextlib.nullcontext, scaler=scaler, print_freq=100
-    )
-    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
+    backend = TorchBackend(task, torch.optim.SGD(task.parameters(), lr=0.1), scaler)
+    state = EpochState()
+    loop = TrainLoop(backend, state, np.full(steps, 0.1), np.zeros(steps), steps, device=torch.device("cpu"), print_freq=100)  # fmt: skip
     g = torch.Generator().manual_seed(1)
     data = [{"video": torch.randn(4, 4, generator=g), "n_bad": 0} for _ in range(steps)]
-    state = EpochState()
     snapshots = [_params(task)]
-    original = loop._backward_step
+    original = backend.backward
 
     def spy(*args, **kwargs):
         out = original(*args, **kwargs)
         snapshots.append(_params(task))
         return out
 
-    loop._backward_step = spy
-    try:
-        stats = train_one_epoch(
-            task, data, optimizer, 0, cfg, state, np.full(steps, 0.1), np.zeros(steps), steps
-        )
-    finally:
-        loop._backward_step = original
-    return stats, state, scaler, snapshots
+    backend.backward = spy
+    for i, batch in loop.batches(data, 0):  # as engine.runner.Trainer.train_epoch drives it
+        loop.micro_batch(i, batch, need_norm=loop.log_due(i))
+        if loop.log_due(i):
+            loop.log()
+    return loop.end_epoch(), state, scaler, snapshots
 
 
 def test_backward_step_with_inf_gradients_skips_and_lowers_the_scale(capsys):
     task = _OverflowOnce()
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    cfg = StepConfig(device=torch.device("cpu"), autocast=contextlib.nullcontext, scaler=scaler)
-    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
-    params = list(task.parameters())
+    backend = TorchBackend(task, torch.optim.SGD(task.parameters(), lr=0.1), scaler)
     before = _params(task)
     loss = task({"video": torch.randn(4, 4)})["loss"]
     assert torch.isfinite(loss)
-    _, scale, skipped = loop._backward_step(loss, task, optimizer, params, cfg)
-    assert int(skipped) == 1 and float(scale) == 2.0**15 and _same(before, _params(task))
+    _, skipped = backend.backward(loss)
+    assert int(skipped) == 1 and scaler.get_scale() == 2.0**15 and _same(before, _params(task))
 
 
 def test_fp16_overflow_once_is_absorbed_and_training_continues(capsys):
