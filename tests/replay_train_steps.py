@@ -141,7 +141,7 @@ def replay(path: str | Path, rtol: float = 1e-9) -> dict:
     records: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         trainer, args = build_trainer(fx, Path(tmp))
-        trainer.train_epoch(cfg["start_epoch"], trainer.step_config(observer=records.append))
+        trainer.train_epoch(cfg["start_epoch"], observer=records.append)
     out: dict = {"fixture": Path(path).name, "kind": kind}
     problems: list[str] = []
 
