@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, rotation, safe loading and RNG state.
+"""Checkpoint files: atomic writes, names, rotation, the newest readable one, RNG state (reading a file:
+`models.checkpoint.read_checkpoint`; what goes into one and when: `engine.checkpointer`).
 
 A checkpoint on disk is always either the previous complete file or the new complete file:
 :func:`atomic_save` writes through :func:`common.files.atomic_write` (a hidden temp file beside

@@ -1,5 +1,6 @@
 """Set-up and the epoch driver shared by the three entry points: seeds, loaders, optimiser,
-schedules, DDP / DeepSpeed, checkpoint / resume and per-epoch logging."""
+schedules, and the `Trainer`, which drives every step (`engine.loop.TrainLoop`) through a backend
+(`engine.backend`: torch / DDP or DeepSpeed) and saves / resumes through `engine.checkpointer`."""
 
 from __future__ import annotations
 
@@ -199,6 +200,9 @@ class Trainer:
         for i, batch in loop.batches(self.loader, epoch, start):
             log_now = loop.log_due(i)
             if loop.micro_batch(i, batch, need_norm=log_now or observer is not None, observer=observer):
+                # the EMA follows every optimiser step, as the reference's (also a skipped fp16 one)
+                if self.ema is not None:
+                    self.ema.update(self.task.model)
                 self.after_step(epoch, i + 1)
             if log_now:
                 loop.log()
@@ -219,10 +223,8 @@ class Trainer:
         return self.checkpointer.start_batch_of(epoch)
 
     def after_step(self, epoch: int, batches_done: int) -> None:
-        """After every optimiser step: the EMA update (also after a skipped fp16 step, as the
-        reference), a mid-epoch checkpoint every --save_ckpt_freq_steps steps and on an agreed stop signal."""
-        if self.ema is not None:
-            self.ema.update(self.task.model)
+        """After every optimiser step (and its EMA update): a mid-epoch checkpoint every
+        --save_ckpt_freq_steps steps, and on an agreed stop signal."""
         step = self.state.global_step
         # the stop flag is a collective with several ranks: asked every --print_freq steps (a host
         # sync), every step in a single process (a local flag)
