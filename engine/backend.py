@@ -34,7 +34,21 @@ Autocast = Callable[[], contextlib.AbstractContextManager]
 DEEPSPEED_DIR = "deepspeed"  # DeepSpeed's tag folders, beside our checkpoint files
 
 
-class TorchBackend:
+class _Forward:
+    """What both backends run alike: ``module``'s forward under the run's autocast."""
+
+    module: nn.Module
+    autocast: Autocast
+
+    def train(self) -> None:
+        self.module.train()
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        with self.autocast():
+            return self.module(batch)
+
+
+class TorchBackend(_Forward):
     """Our optimiser and GradScaler on the task itself or its DDP wrap.
 
     Args:
@@ -56,13 +70,6 @@ class TorchBackend:
         self.module, self.optimizer, self.scaler = module, optimizer, scaler
         self.clip_grad, self.autocast = clip_grad, autocast
         self.params = [p for p in module.parameters() if p.requires_grad]
-
-    def train(self) -> None:
-        self.module.train()
-
-    def forward(self, batch: dict) -> dict[str, Tensor]:
-        with self.autocast():
-            return self.module(batch)
 
     def accumulating(self, boundary: bool) -> contextlib.AbstractContextManager:
         # DDP all-reduces gradients in backward; accumulation micro-steps skip it until the last one
@@ -125,7 +132,7 @@ class TorchBackend:
         pass  # no files of its own
 
 
-class DeepSpeedBackend:
+class DeepSpeedBackend(_Forward):
     """A DeepSpeed engine: it accumulates (``gradient_accumulation_steps``), divides the loss, clips,
     scales and zeroes itself, and keeps its optimiser state in tag folders beside our files."""
 
@@ -135,13 +142,6 @@ class DeepSpeedBackend:
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.module.optimizer
-
-    def train(self) -> None:
-        self.module.train()
-
-    def forward(self, batch: dict) -> dict[str, Tensor]:
-        with self.autocast():
-            return self.module(batch)
 
     def accumulating(self, boundary: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # the engine skips the gradient all-reduce of micro-steps itself
