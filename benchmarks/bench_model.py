@@ -1,7 +1,7 @@
 """Throughput, peak memory and MFU of a training step at the paper's configuration, through the trainer.
 
 By default the step is the one users run: the entry point's own ``build_task`` (from its own argument
-parser), the real `engine.runner.Trainer` and its loop (`train_one_epoch`: uint8 clips moved to
+parser), the real `engine.runner.Trainer` and its loop (`Trainer.train_epoch`: uint8 clips moved to
 the device, where the task normalises them, the schedules, logging every ``--print_freq`` steps, the fused AdamW), fed with synthetic
 in-memory batches shaped as ``collate_batch`` ships them. ``--isolated`` times the bare distillation
 step instead (forward, backward, optimiser step on the same uint8 batch; no loop), so the loop's overhead can be read off.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import resource
@@ -240,7 +239,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     marks: list[float] = []
 
-    def timer(epoch: int, done: int, flush) -> None:
+    def timer(epoch: int, done: int) -> None:
         if done in (b.warmup, n):
             sync()
             if done == b.warmup:
@@ -250,8 +249,8 @@ def main() -> None:
     if b.isolated:
         elapsed = isolated_steps(trainer, batch, device, b, sync)
     else:
-        cfg = dataclasses.replace(trainer.step_config(), after_step=timer)
-        trainer.train_epoch(0, cfg)
+        trainer.after_step = timer  # in place of checkpoints / stop checks: the step timer
+        trainer.train_epoch(0)
         elapsed = marks[-1] - marks[0]
     report(b, device, args, flops, elapsed, mode, batch)
 
@@ -267,7 +266,7 @@ def reset_memory_peaks(device: torch.device) -> None:
 
 def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argparse.Namespace, sync) -> float:
     """The bare step: zero_grad, forward under autocast, backward, optimiser step (no loop, no logging)."""
-    task, opt, scaler = trainer.task, trainer.optimizer, trainer.scaler
+    task, opt, scaler = trainer.task, trainer.optimizer, trainer.backend.scaler
     batch = to_device(batch, device)
 
     def step() -> None:
@@ -357,8 +356,8 @@ def count_syncs(trainer: Trainer, b: argparse.Namespace, device: torch.device, m
     with host_syncs(device) as syncs:
         (torch.ones((), device=device) * 2).item()  # a known sync: the counter must see it
         calibrated = syncs()
-        cfg = dataclasses.replace(trainer.step_config(), after_step=lambda *_: ends.append(syncs()))
-        trainer.train_epoch(0, cfg)
+        trainer.after_step = lambda *_: ends.append(syncs())
+        trainer.train_epoch(0)
     if calibrated < 1:
         print(f"bench_model: the sync counter missed a known sync (.item()) on {device}; it cannot check")
         return 1

@@ -18,6 +18,7 @@ from timm.utils import ModelEmaV2
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
+from common import cpu_gemm
 from datasets import collate_batch
 from engine import preempt
 from engine.args import UsageError
@@ -37,13 +38,12 @@ from engine.logger import TensorboardLogger, append_json_line, save_args
 from engine.loop import EpochState, TrainLoop, steps_in_epoch
 from engine.optim import build_optimizer, cosine_scheduler
 from engine.samplers import TrainSampler, VideoShardSampler
-from models import onednn
 
 
 def setup(args: argparse.Namespace) -> DistEnv:
     """Process group, device, seeds (seed + rank), deterministic mode, stop-signal handlers."""
     preempt.install(getattr(args, "preempt_signal", "none"), getattr(args, "requeue", False))
-    onednn.set_enabled(getattr(args, "cpu_gemm", "onednn") == "onednn")
+    cpu_gemm.set_enabled(getattr(args, "cpu_gemm", "onednn") == "onednn")
     timeout = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
     if not timeout > 0:
         raise UsageError(f"--dist_timeout must be a positive number of seconds, got {timeout}")
