@@ -32,7 +32,7 @@ from engine.visualize import (
     save_image,
     videomae_frames,
 )
-from models.checkpoint import CheckpointError
+from models.weights import CheckpointError
 
 # the reference's file names, per frame i
 NAMES = {"ori": "ori_img{}.jpg", "mask": "mask_img{}.jpg", "rec": "rec_img{}.jpg"}

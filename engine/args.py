@@ -367,7 +367,7 @@ def check_decoder_flag(decoder: str) -> None:
 
 
 def _check_readable_checkpoint(option: str, path: str) -> None:
-    from models.checkpoint import CheckpointError, read_checkpoint
+    from models.weights import CheckpointError, read_checkpoint
 
     try:
         read_checkpoint(path, mmap=True)  # memory-mapped: checks the file without reading every tensor

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from engine.checkpoint import CheckpointError, CheckpointManager, saved_world_size
 from engine.distributed import DistEnv
 from engine.precision import autocast_context, make_grad_scaler
-from models.checkpoint import read_checkpoint
+from models.weights import read_checkpoint
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
 

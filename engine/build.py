@@ -10,9 +10,9 @@ from torch import nn
 import models  # noqa: F401  (registers our factories with timm)
 from engine.args import UsageError
 from models import PretrainVisionTransformer, VisionTransformer
-from models.checkpoint import CheckpointError, load_finetune_weights, load_teacher_weights
+from models.checkpoint import load_finetune_weights, load_teacher_weights
 from models.distill import MMKDConfig, MMKDLoss, VisibleTokens, fit_problem
-from models.weights import read_state_dict
+from models.weights import CheckpointError, read_state_dict
 
 
 def create(name: str, option: str, **kwargs) -> nn.Module:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from common.files import atomic_write, is_temp_name
-from models.checkpoint import CheckpointError, read_checkpoint
+from models.weights import CheckpointError, read_checkpoint
 
 __all__ = [
     "CheckpointError",

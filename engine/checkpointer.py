@@ -27,8 +27,8 @@ from engine.checkpoint import (
 )
 from engine.distributed import DistEnv, all_gather_object, barrier, broadcast_object
 from engine.loop import EpochState
-from models.checkpoint import read_checkpoint
 from models.registry import model_args_of
+from models.weights import read_checkpoint
 
 
 class Checkpointer:

@@ -20,7 +20,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from datasets import AnnotationError, BadDataError
     from engine.loop import NonFiniteLossError, TooManyBadFilesError
-    from models.checkpoint import CheckpointError
+    from models.weights import CheckpointError
 
     return (
         CheckpointError,

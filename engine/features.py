@@ -229,8 +229,8 @@ def build_feature_encoder(
     """The frozen encoder as a head-less `VisionTransformer` (mean pooling + fc_norm); returns the load report."""
     from engine.build import create
     from models import VisionTransformer
-    from models.checkpoint import CheckpointError, load_finetune_weights
-    from models.weights import read_state_dict
+    from models.checkpoint import load_finetune_weights
+    from models.weights import CheckpointError, read_state_dict
 
     if model_name.startswith("pretrain_videomae_"):
         vit = "vit_" + model_name.removeprefix("pretrain_videomae_")

@@ -15,8 +15,7 @@ from engine.checkpoint import CheckpointManager
 from engine.distributed import DistEnv, barrier, broadcast_object
 from engine.loop import predict_views
 from engine.multiview import format_view_line, merge_views, write_rank_file
-from models.checkpoint import CheckpointError
-from models.weights import deepspeed_model_file, read_state_dict
+from models.weights import CheckpointError, deepspeed_model_file, read_state_dict
 
 _DEEPSPEED_TAG = re.compile(r"^checkpoint-(\d+)$")  # the reference's --enable_deepspeed checkpoint folders
 

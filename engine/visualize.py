@@ -26,12 +26,12 @@ from datasets.masking import MASK_GENERATORS
 from engine.args import _writable_dir, check_decoder_flag
 from engine.args_compat import UNUSED
 from models import PretrainVisionTransformer
-from models.checkpoint import TEACHER_EXPECTED_UNUSED, CheckpointError
+from models.checkpoint import TEACHER_EXPECTED_UNUSED
 from models.convert import load_strict
 from models.distill import topk_attention, topk_keep_mask
 from models.registry import PRETRAIN_MODELS
 from models.targets import IMAGENET_MEAN, IMAGENET_STD, patchify
-from models.weights import read_state_dict
+from models.weights import CheckpointError, read_state_dict
 
 # (positional name, flag spellings, attribute, what it is): the reference takes the three as
 # positionals; the flag forms are ours (and those of some of its forks)

@@ -2,7 +2,7 @@
 and the fine-tuning classifier (from pre-training, distillation or fine-tuning weights).
 
 Reading a file is `models.weights`' (`read_state_dict` for any source); ``CheckpointError``,
-``read_checkpoint`` and ``extract_state_dict`` are importable from here too, as engine/ does.
+``read_checkpoint`` and ``extract_state_dict`` stay importable from here (older imports); the reader is models/weights.py.
 """
 
 from __future__ import annotations

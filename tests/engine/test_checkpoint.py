@@ -19,7 +19,7 @@ from engine.checkpoint import (
     get_rng_state,
     set_rng_state,
 )
-from models.checkpoint import extract_state_dict, read_checkpoint
+from models.weights import extract_state_dict, read_checkpoint
 
 
 def _state(value: float) -> dict:

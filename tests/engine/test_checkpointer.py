@@ -14,7 +14,7 @@ from engine.build import build_masked_clips
 from engine.checkpoint import CheckpointManager, get_rng_state
 from engine.distributed import DistEnv
 from engine.runner import Trainer, make_loader
-from models.checkpoint import read_checkpoint
+from models.weights import read_checkpoint
 
 CPU = DistEnv(0, 1, 0, torch.device("cpu"), distributed=False, backend=None)
 # what the trainer has always written (a checkpoint of the old code must still resume: same keys)
@@ -84,7 +84,7 @@ def test_mid_epoch_resume_goes_on_at_the_saved_clip(videos: Path, tmp_path: Path
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(videos: Path, tmp_path: Path, monkeypatch) -> None:
-    from models.checkpoint import CheckpointError
+    from models.weights import CheckpointError
 
     out = tmp_path / "run"
     trainer = _trainer(videos, out)

@@ -22,8 +22,7 @@ import run_class_finetuning
 import run_mmkd_distill
 from engine import args as cli_args
 from engine.features import build_feature_encoder
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.weights import read_state_dict
+from models.weights import CheckpointError, read_checkpoint, read_state_dict
 from tests.engine.conftest import ROOT, distill_argv, finetune_argv
 
 
