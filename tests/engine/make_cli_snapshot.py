@@ -25,7 +25,11 @@ from engine.args import build_parser  # noqa: E402
 
 OUT = Path(__file__).with_name("data") / "cli_snapshot.json"
 MODES = ("pretrain", "distill", "finetune")
-ENTRY = {"run_mae_pretraining.py": "pretrain", "run_mmkd_distill.py": "distill", "run_class_finetuning.py": "finetune"}
+ENTRY = {
+    "run_mae_pretraining.py": "pretrain",
+    "run_mmkd_distill.py": "distill",
+    "run_class_finetuning.py": "finetune",
+}
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "reference_parity"
 
 
@@ -51,7 +55,12 @@ def describe(parser) -> dict:
             )
         )  # fmt: skip
     groups = [g.title for g in parser._action_groups]
-    return {"description": parser.description, "groups": groups, "actions": actions, "defaults": dict(parser._defaults)}
+    return {
+        "description": parser.description,
+        "groups": groups,
+        "actions": actions,
+        "defaults": dict(parser._defaults),
+    }
 
 
 def changed(parser, argv: list[str]) -> dict:
@@ -65,7 +74,9 @@ def reference_lines() -> list[tuple[str, str, list[str]]]:
     """(source, job, argv) of the 30 public scripts of tests/test_reference_scripts.py, placeholders kept."""
     from tests.test_reference_scripts import SCRIPTS
 
-    return [(src, job, ["--local_rank=0", *shlex.split(flags)]) for src, (job, flags) in sorted(SCRIPTS.items())]
+    return [
+        (src, job, ["--local_rank=0", *shlex.split(flags)]) for src, (job, flags) in sorted(SCRIPTS.items())
+    ]
 
 
 def recipe_lines() -> list[tuple[str, str, list[str]]]:
@@ -81,8 +92,12 @@ def recipe_lines() -> list[tuple[str, str, list[str]]]:
         env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG")}
         env.update(PATH=f"{tmp / 'bin'}:/usr/bin:/bin", STUB_LOG=str(tmp / "argv.txt"), DATA_PATH="/data",
                    OUTPUT_DIR="/out", TEACHER="/teacher.pth", CHECKPOINT="/student.pth")  # fmt: skip
-        for path in sorted(p for d in ("distill", "finetune", "pretrain") for p in (ROOT / "scripts" / d).glob("[!_]*.sh")):
-            done = subprocess.run(["bash", str(path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=20)
+        for path in sorted(
+            p for d in ("distill", "finetune", "pretrain") for p in (ROOT / "scripts" / d).glob("[!_]*.sh")
+        ):
+            done = subprocess.run(
+                ["bash", str(path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=20
+            )
             assert done.returncode == 0, (path, done.stderr)
             argv = (tmp / "argv.txt").read_text().splitlines()
             entry = next(a for a in argv if Path(a).name in ENTRY)
@@ -106,8 +121,12 @@ def main() -> None:
     snapshot = {"parsers": {m: describe(p) for m, p in parsers.items()}, "lines": lines}
     OUT.parent.mkdir(exist_ok=True)
     rows = ",\n".join(json.dumps(row) for row in lines)  # a command line per line: diffs stay readable
-    OUT.write_text(json.dumps(snapshot["parsers"], indent=1).join(['{"parsers": ', f',\n"lines": [\n{rows}\n]}}\n']))
-    print(f"{OUT}: {sum(len(p['actions']) for p in snapshot['parsers'].values())} options, {len(lines)} command lines")
+    OUT.write_text(
+        json.dumps(snapshot["parsers"], indent=1).join(['{"parsers": ', f',\n"lines": [\n{rows}\n]}}\n'])
+    )
+    print(
+        f"{OUT}: {sum(len(p['actions']) for p in snapshot['parsers'].values())} options, {len(lines)} command lines"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def test_every_option_is_the_same(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_parsed_names_are_the_same(mode):
     old = SNAPSHOT["parsers"][mode]
-    assert set(vars(build_parser(mode).parse_args([]))) == {a["dest"] for a in old["actions"]} | set(old["defaults"])
+    assert set(vars(build_parser(mode).parse_args([]))) == {a["dest"] for a in old["actions"]} | set(
+        old["defaults"]
+    )
 
 
 @pytest.mark.parametrize("line", SNAPSHOT["lines"], ids=lambda line: line["source"])
@@ -50,5 +52,7 @@ def test_snapshot_covers_the_recipes_the_reference_scripts_and_the_fixtures():
     recipes = {str(p.relative_to(root)) for d in MODES_DIRS for p in (root / "scripts" / d).glob("[!_]*.sh")}
     sources = [line["source"] for line in SNAPSHOT["lines"]]
     assert sum(s.startswith(("VideoMAE:", "MaskAgain:")) for s in sources) == 30
-    assert {s for s in sources if s.startswith("scripts/")} == recipes  # a new recipe: rerun make_cli_snapshot.py
+    assert {
+        s for s in sources if s.startswith("scripts/")
+    } == recipes  # a new recipe: rerun make_cli_snapshot.py
     assert sum(s.startswith("train_") for s in sources) == 8
