@@ -16,7 +16,8 @@
 # and in bf16), the nccl process group and a DDP step under torchrun, an entry point under torchrun,
 # DeepSpeed ZeRO-1 / ZeRO-2 in bf16 and fp16, --compile, fused SDPA kernels for the layers whose
 # attention is not distilled, no host sync between log lines (each task through the trainer), and
-# bench_model.py at the paper configuration (batch 32, 64) with MFU.
+# bench_model.py at the paper configuration (batch 32, 64) with MFU, and torchcodec's CUDA (NVDEC) decode
+# against PyAV's (clips/s, frame differences; SKIP where torchcodec does not load).
 # On the CPU: fp16 and nccl have no CPU path and are SKIPped; torchrun and DeepSpeed use gloo
 # with 2 processes; the benchmark runs tiny presets.
 set -uo pipefail
@@ -27,7 +28,7 @@ CPU=${CPU:-0}
 for arg in "$@"; do
   case "$arg" in
     --cpu | --dry-run) CPU=1 ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --cpu, or see --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,6 +88,12 @@ check() {
   record "$name" "$status" $(($(date +%s) - t0)) "$note"
 }
 skip() { record "$1" SKIP 0 "$2"; }
+retag() { # the last record again with another status and note, its seconds kept
+  local secs
+  secs=$(tail -1 "$RESULTS" | cut -f3)
+  sed -i '$d' "$RESULTS"
+  record "$1" "$2" "$secs" "$3"
+}
 
 summary() {
   echo
@@ -110,6 +117,9 @@ if [[ ${NO_INSTALL:-0} != 1 ]]; then
     timeout 120 "$PY" -m pip install "${pip_args[@]}" "$req" >>"$WORK/logs/pip.log" 2>&1 ||
       echo "pip: could not install '$req' (see $WORK/logs/pip.log)"
   done
+  # optional (not in requirements.txt): only the torchcodec_cuda check uses it, and SKIPs without it
+  timeout 120 "$PY" -m pip install "${pip_args[@]}" torchcodec >>"$WORK/logs/pip.log" 2>&1 ||
+    echo "pip: could not install the optional torchcodec (torchcodec_cuda will SKIP; see $WORK/logs/pip.log)"
 fi
 missing=$("$PY" - <<'EOF'
 import importlib.util
@@ -210,6 +220,27 @@ for task in distill pretrain finetune; do
   check "host_syncs_$task" "no host sync between log lines, $BENCH_PRECISION" "$PY" benchmarks/bench_model.py \
     --task "$task" --device "$DEVICE" --precision "$BENCH_PRECISION" "${SYNC_BENCH[@]}" --count_syncs
 done
+
+# ---- torchcodec's CUDA decode (optional decoder) ----------------------------------------------
+if [[ $CPU == 1 ]]; then
+  skip torchcodec_cuda "torchcodec's NVDEC decode needs CUDA"
+else
+  check torchcodec_cuda "torchcodec on cuda vs PyAV on the CPU, long-GOP files" "$PY" benchmarks/torchcodec_check.py \
+    --device cuda
+  line=$(grep '^{' "$WORK/logs/torchcodec_cuda.log" 2>/dev/null | tail -1)
+  if [[ $(tail -1 "$RESULTS" | cut -f1,2) != torchcodec_cuda$'\t'SKIP && -n $line ]]; then
+    # its JSON line: the reason it cannot run (SKIP), or its figures as the note
+    IFS=$'\t' read -r status note < <(echo "$line" | "$PY" -c 'import json, sys
+r = json.load(sys.stdin)
+if "skip" in r:
+    print("SKIP\t" + r["skip"])
+else:
+    print("%s\t%s clips/s (PyAV, CPU, 1 thread: %s); vs PyAV: max |diff| %s, mean %s, %.4f within %s" % (
+        "PASS" if r["match"] else "FAIL", r["clips_per_s"]["torchcodec"], r["clips_per_s"]["pyav_cpu_1_thread"],
+        r["max_abs_diff"], r["mean_abs_diff"], r["within_atol"], r["atol"]))')
+    [[ -n ${status:-} ]] && retag torchcodec_cuda "$status" "$note"
+  fi
+fi
 
 # ---- benchmark at the paper configuration (before --compile, the slowest checks) -------------
 for bs in "${BENCH_SIZES[@]}"; do

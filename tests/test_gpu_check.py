@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ CPU_PASS = [
 ]  # fmt: skip
 CUDA_ONLY = [
     "sdpa_fused_fp16", "pretrain_fp16", "distill_fp16_teacher_fp32", "distill_fp16_teacher_bf16",
-    "finetune_fp16", "ddp_nccl", "deepspeed_zero1_fp16", "deepspeed_zero2_fp16",
+    "finetune_fp16", "ddp_nccl", "deepspeed_zero1_fp16", "deepspeed_zero2_fp16", "torchcodec_cuda",
 ]  # fmt: skip
 
 
@@ -73,3 +74,50 @@ def test_gpu_check_stays_within_its_budget():
     assert set(CPU_PASS) - {"environment"} <= set(skipped)
     assert all(v[0] == "SKIP" for v in skipped.values())
     assert "time budget" in skipped["distill_compile"][1]
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# python3, except: a GPU is "there", the data steps are no-ops and torchcodec_check.py prints $FAKE_LINE
+case "$*" in
+  *"sys.exit(not torch.cuda.is_available())"*) exit 0 ;;
+  *datasets.synthetic* | *teacher.pth*) exit 0 ;;
+  *torchcodec_check.py*) echo "$FAKE_LINE"; exit "$FAKE_RC" ;;
+esac
+exec python3 "$@"
+"""
+_FIGURES = {
+    "check": "torchcodec_decode", "device": "cuda", "clips_per_s": {"torchcodec": 310.5, "pyav_cpu_1_thread": 41.2},
+    "max_abs_diff": 2, "mean_abs_diff": 0.31, "within_atol": 1.0, "atol": 3,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "rc", "status", "note"),
+    [
+        ({**_FIGURES, "match": True}, 0, "PASS", "310.5 clips/s (PyAV, CPU, 1 thread: 41.2); vs PyAV: max |diff| 2"),
+        ({**_FIGURES, "match": False, "within_atol": 0.5}, 1, "FAIL", "0.5000 within 3"),
+        ({"check": "torchcodec_decode", "device": "cuda", "skip": "decoder 'torchcodec' needs it"}, 0, "SKIP",
+         "decoder 'torchcodec' needs it"),
+    ],
+)  # fmt: skip
+def test_gpu_check_reports_torchcodec_cuda_from_its_json_line(tmp_path, line, rc, status, note):
+    """On a GPU the torchcodec_cuda row takes the check's figures, or its skip reason, as the note."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {
+        **os.environ, "PYTHON": str(fake), "NO_INSTALL": "1", "WORK": str(tmp_path / "work"), "ONLY": "torchcodec_cuda",
+        "FAKE_LINE": json.dumps(line), "FAKE_RC": str(rc),
+    }  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    rows = _table(proc.stdout)
+    assert rows["torchcodec_cuda"][0] == status and note in rows["torchcodec_cuda"][1], proc.stdout[-2000:]
+    assert proc.returncode == (1 if status == "FAIL" else 0)
+    assert all(
+        v[0] == "SKIP"
+        for k, v in rows.items()
+        if k not in ("environment", "torchcodec_cuda", "data", "teacher_checkpoint")
+    )
