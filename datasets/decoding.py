@@ -130,11 +130,12 @@ class PyAVVideo:
 
     Demuxing only what a clip needs (an index of timestamps and key frames, then a seek) was
     measured and not done (issue 24.3; 2-core AMD EPYC Zen 5, shared, in-process CPU time): the full
-    demux adds 0.4-0.5 ms per clip to ``av.open``'s 1.2-1.6 ms on transcoded files (0.6-0.7 ms on
-    raw long-GOP ones), and a seek with a free, perfect index saved 0.42-0.45 ms per 16x4 clip at
-    the median of paired runs (raw: 0.19-0.22 ms, those clips decode from frame 0 anyway), about 2 %
-    of a clip's CPU time, below the ~10 % spread of the pipeline's clips per CPU-second between runs,
-    while an index would be a second file to keep in step with each video.
+    demux adds 0.4-0.6 ms per clip to ``av.open``'s 1.0-1.6 ms on transcoded files (0.6-0.8 ms to
+    2.5-3.2 ms on raw long-GOP ones), and a seek with a free, perfect index saved 0.42-0.45 ms per
+    16x4 clip at the median of three paired runs (raw: 0.13-0.22 ms: those clips decode from frame
+    0 anyway, only the packets after the clip are spared), about 2 % of a clip's CPU time, below
+    the ~10 % spread of the pipeline's clips per CPU-second between runs, while an index would be a
+    second file to keep in step with each video.
     """
 
     def __init__(self, path: str) -> None:
