@@ -235,7 +235,7 @@ def main() -> None:
     trainer = Trainer(args, env, task, [batch] * n)
     if b.count_syncs:
         sys.exit(count_syncs(trainer, b, device, mode, n))
-    flops = step_flops(trainer.task, batch, device, args.precision)
+    flops = step_flops(trainer.task, batch, device, args.run.precision)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     marks: list[float] = []
 
@@ -271,7 +271,7 @@ def isolated_steps(trainer: Trainer, batch: dict, device: torch.device, b: argpa
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with autocast_context(device, trainer.args.precision):
+        with autocast_context(device, trainer.cfg.run.precision):
             loss = task(batch)["loss"]
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -369,7 +369,7 @@ def count_syncs(trainer: Trainer, b: argparse.Namespace, device: torch.device, m
         "step": "trainer",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "counted": "cuda sync debug mode" if device.type == "cuda" else "host reads, data-dependent shapes",
-        "precision": trainer.args.precision,
+        "precision": trainer.cfg.run.precision,
         "print_freq": b.print_freq,
         "steps": n,
         "syncs_per_step": per_step,
@@ -382,7 +382,7 @@ def count_syncs(trainer: Trainer, b: argparse.Namespace, device: torch.device, m
 
 
 def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict) -> None:
-    peak_flops = peak_tflops(device, args.precision, b.peak_tflops)
+    peak_flops = peak_tflops(device, args.run.precision, b.peak_tflops)
     if device.type == "cuda":
         peak, mem_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated_MiB"
     else:
@@ -394,17 +394,17 @@ def report(b, device, args, flops: float, elapsed: float, mode: str, batch: dict
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu x{torch.get_num_threads()}",
-        "model": args.model,
-        "teacher": getattr(args, "model_t", None) if mode == "distill" else None,
+        "model": args.model.model,
+        "teacher": args.teacher.model_t if mode == "distill" else None,
         "clip": [b.num_frames, b.input_size, b.input_size],
         "mask_ratio": b.mask_ratio if mode != "finetune" else None,
         "visible_tokens": int(batch["num_visible"]) if "num_visible" in batch else None,
         "batch_size": b.batch_size,
-        "precision": args.precision,
-        "teacher_precision": args.teacher_precision if mode == "distill" else None,
+        "precision": args.run.precision,
+        "teacher_precision": args.teacher.teacher_precision if mode == "distill" else None,
         "attn": b.attn,
         "compile": b.compile,
-        "cpu_gemm": args.cpu_gemm if device.type == "cpu" else None,  # auto resolved by the entry point
+        "cpu_gemm": args.model.cpu_gemm if device.type == "cpu" else None,  # auto resolved by the entry point
         "print_freq": b.print_freq,
         "steps": b.steps,
         "sec_per_step": round(sec, 4),

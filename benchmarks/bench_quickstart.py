@@ -107,18 +107,19 @@ def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
     flags += extra  # last, so that they override the stage's own (argparse keeps the last value)
     run = cli_args.parse("pretrain", flags)
     # the stage's clips with its own epochs and repeated sampling (the extra flags may change both)
-    stage_clips = run.epochs * qs.num_classes * qs.teacher_videos_per_class * run.num_sample
+    stage_clips = run.optim.epochs * qs.num_classes * qs.teacher_videos_per_class * run.masking.num_sample
     torch.manual_seed(0)
     task = build_task(run)
     dataset = build_masked_clips(run, task.model)
     n = min(args.clips, len(dataset))
-    clips_per_item = run.num_sample
+    clips_per_item = run.masking.num_sample
     optimizer = build_optimizer(
-        task.parameter_groups(run.weight_decay), opt="adamw", lr=run.lr, weight_decay=0.0
+        task.parameter_groups(run.optim.weight_decay), opt="adamw", lr=run.optim.lr, weight_decay=0.0
     )
     items = [dataset[i] for i in range(n)]  # warm-up, and the batches the step is timed on
     batches = [
-        collate_batch(items[i : i + run.batch_size]) for i in range(0, n - run.batch_size + 1, run.batch_size)
+        collate_batch(items[i : i + run.optim.batch_size])
+        for i in range(0, n - run.optim.batch_size + 1, run.optim.batch_size)
     ]
 
     def step(i: int) -> None:
@@ -134,10 +135,11 @@ def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
             "decode_ms": _cpu_ms(lambda i: dataset.clips.load(i, read_clip), n) / clips_per_item,
             "item_ms": _cpu_ms(lambda i: dataset[i], n) / clips_per_item,
             "collate_ms": _cpu_ms(
-                lambda i: collate_batch(items[i * run.batch_size : (i + 1) * run.batch_size]), len(batches)
+                lambda i: collate_batch(items[i * run.optim.batch_size : (i + 1) * run.optim.batch_size]),
+                len(batches),
             )
-            / (run.batch_size * clips_per_item),  # fmt: skip
-            "step_ms": _cpu_ms(step, len(batches)) / (run.batch_size * clips_per_item),
+            / (run.optim.batch_size * clips_per_item),  # fmt: skip
+            "step_ms": _cpu_ms(step, len(batches)) / (run.optim.batch_size * clips_per_item),
         }
         best = {k: min(v, best.get(k, v)) for k, v in rounds.items()}
     decode, augment = best["decode_ms"], max(0.0, best["item_ms"] - best["decode_ms"])
@@ -151,7 +153,11 @@ def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
             "stage_s": round(stage_clips / rate),
             "bound": min(limits, key=limits.get),
         }
-    real = _real_stage(flags, args.real_epochs, run.batch_size * run.num_sample) if args.real_epochs else None
+    real = (
+        _real_stage(flags, args.real_epochs, run.optim.batch_size * run.masking.num_sample)
+        if args.real_epochs
+        else None
+    )
     return {
         "bench": "quickstart_teacher_stage",
         "cpu": _cpu_model(),

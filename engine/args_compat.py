@@ -7,7 +7,8 @@ work there with one value only. Both kinds are accepted here, with the reference
 - never read by the reference: accepted, and ``--help`` says "unused";
 - a value we cannot honour: `UsageError` with one line naming the flag and what to use instead.
 
-Reference flags that we honour sit with their concern in `engine.args`.
+The flags themselves are fields of the typed configs (`engine.config.sections`, their reference
+section; those we honour sit with their concern), their checks in `engine.config.validate`.
 """
 
 from __future__ import annotations
@@ -60,59 +61,8 @@ class ReferenceBool(argparse.Action):
         setattr(namespace, self.dest, word != "")
 
 
-def check_reference_values(args: argparse.Namespace, mode: str) -> None:
-    """UsageError for a reference value we cannot honour; maps --onlykd and --dist_on_itp."""
-    if mode in ("pretrain", "distill") and args.pretrained:
-        where = "--resume to continue a run" + (" and --path_t for the teacher" if mode == "distill" else "")
-        raise UsageError(
-            f"--pretrained {args.pretrained!r}: models are not loaded at creation (the reference's "
-            f"factories fail on it too); drop --pretrained and use {where}"
-        )
-    if mode == "distill":
-        if args.load_decoder:
-            raise UsageError(
-                "--load_decoder: the distillation student is encoder-only (--decoder_depth 0), there is "
-                "no decoder to load; drop --load_decoder"
-            )
-        _resolve_onlykd(args)
-    if mode == "finetune":
-        if args.remode != "pixel":
-            raise UsageError(
-                f"--remode {args.remode!r}: random erasing fills with per-pixel noise only; "
-                "use --remode pixel (the default), or --reprob 0 to switch erasing off"
-            )
-        if args.recount != 1:
-            raise UsageError(
-                f"--recount {args.recount}: random erasing erases at most one region per frame; use --recount 1"
-            )
-        if args.num_segments != 1:
-            raise UsageError(
-                f"--num_segments {args.num_segments}: clips are sampled as one segment (in the reference "
-                "too, whose model then expects more frames than it gets); use --num_segments 1 and set --num_frames"
-            )
-        if args.train_interpolation not in INTERPOLATIONS:
-            raise UsageError(
-                f"--train_interpolation {args.train_interpolation!r}: RandAugment resamples bilinearly here; "
-                f"use one of {', '.join(INTERPOLATIONS)}"
-            )
-    if args.dist_on_itp:
-        _export_ompi_ranks()
-
-
-def _resolve_onlykd(args: argparse.Namespace) -> None:
-    # the reference's --onlykd drops MM-hint and MM-relation: loss = beta * (its attention terms)
-    if not args.onlykd or args.distill == "onlykd":
-        return
-    if args.distill != "hybrid":
-        raise UsageError(
-            f"--onlykd with --distill {args.distill}: only hybrid's attention terms can be trained alone "
-            "here; use --distill hybrid --onlykd (or --distill onlykd)"
-        )
-    print("note: --onlykd: training MM-global + MM-local only (--distill onlykd)")
-    args.distill = "onlykd"
-
-
-def _export_ompi_ranks() -> None:
+def export_ompi_ranks() -> None:
+    """--dist_on_itp: RANK / WORLD_SIZE / LOCAL_RANK from OpenMPI's variables, as the reference."""
     env = os.environ
     missing = [v for v in (*_OMPI.values(), "MASTER_ADDR", "MASTER_PORT") if v not in env]
     if missing:

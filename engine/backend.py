@@ -14,7 +14,6 @@ at ``--enable_deepspeed``. Both backends have the same methods:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shutil
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.checkpoint import CheckpointError, CheckpointManager, saved_world_size
+from engine.config import TaskConfig
 from engine.distributed import DistEnv
 from engine.precision import autocast_context, make_grad_scaler
 from models.weights import read_checkpoint
@@ -201,20 +201,21 @@ Backend = TorchBackend | DeepSpeedBackend
 
 
 def build_backend(
-    task: nn.Module, optimizer: torch.optim.Optimizer, args: argparse.Namespace, env: DistEnv
+    task: nn.Module, optimizer: torch.optim.Optimizer, cfg: TaskConfig, env: DistEnv
 ) -> Backend:
     """DeepSpeed with ``--enable_deepspeed``; else our optimiser on the task (DDP-wrapped with several ranks)."""
-    autocast = partial(autocast_context, env.device, args.precision)
-    if args.enable_deepspeed:
+    precision = cfg.run.precision
+    autocast = partial(autocast_context, env.device, precision)
+    if cfg.run.enable_deepspeed:
         from engine.deepspeed_utils import initialize
 
-        return DeepSpeedBackend(initialize(task, optimizer, args, env), autocast)
+        return DeepSpeedBackend(initialize(task, optimizer, cfg, env), autocast)
     module = task
     if env.distributed:
         ids = [env.device.index] if env.device.type == "cuda" else None
         module = nn.parallel.DistributedDataParallel(task, device_ids=ids)
     return TorchBackend(
-        module, optimizer, make_grad_scaler(env.device, args.precision), args.clip_grad, autocast
+        module, optimizer, make_grad_scaler(env.device, precision), cfg.optim.clip_grad, autocast
     )
 
 

@@ -1,17 +1,16 @@
-"""Builds models and datasets from the parsed arguments, turning every misfit into a `UsageError`."""
+"""Builds models and datasets from a task's typed config, turning every misfit into a `UsageError`."""
 
 from __future__ import annotations
-
-import argparse
 
 import timm
 from torch import nn
 
 import models  # noqa: F401  (registers our factories with timm)
-from engine.args import UsageError
+from common.cli import UsageError
+from engine.config import DataConfig, DistillConfig, FinetuneConfig, ModelConfig, PretrainConfig
 from models import PretrainVisionTransformer, VisionTransformer
 from models.checkpoint import load_finetune_weights, load_teacher_weights
-from models.distill import MMKDConfig, MMKDLoss, VisibleTokens, fit_problem
+from models.distill import MMKDLoss, VisibleTokens, fit_problem
 from models.weights import CheckpointError, read_state_dict
 
 
@@ -30,32 +29,35 @@ def create(name: str, option: str, **kwargs) -> nn.Module:
         raise UsageError(f"{option} {name}: {err}; adjust --num_frames / --input_size") from None
 
 
-def maybe_compile(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+def maybe_compile(model: nn.Module, settings: ModelConfig) -> nn.Module:
     """With ``--compile``: ``model.compile(mode=--compile_mode)``, in place.
 
     In place (not ``torch.compile(model)``) so that parameter names, state dicts, checkpoints and
     the DDP / DeepSpeed wrapping stay those of the plain model; compilation happens at the first call.
     """
-    if args.compile:
-        model.compile(mode=args.compile_mode)
+    if settings.compile:
+        model.compile(mode=settings.compile_mode)
     return model
 
 
-def _encoder_kwargs(args: argparse.Namespace) -> dict:
-    return dict(img_size=args.input_size, num_frames=args.num_frames, use_checkpoint=args.use_checkpoint)
-
-
-def build_pretrain_model(args: argparse.Namespace) -> PretrainVisionTransformer:
+def build_pretrain_model(
+    settings: ModelConfig, data: DataConfig, decoder_depth: int
+) -> PretrainVisionTransformer:
+    """The pre-training model (``decoder_depth`` 0: the encoder-only distillation student)."""
     model = create(
-        args.model,
+        settings.model,
         "--model",
-        decoder_depth=args.decoder_depth,
-        drop_path_rate=args.drop_path,
-        **_encoder_kwargs(args),
+        decoder_depth=decoder_depth,
+        drop_path_rate=settings.drop_path,
+        img_size=data.input_size,
+        num_frames=data.num_frames,
+        use_checkpoint=settings.use_checkpoint,
     )
     if not isinstance(model, PretrainVisionTransformer):
-        raise UsageError(f"--model {args.model} is not a pre-training model; use a pretrain_videomae_* name")
-    return maybe_compile(models.set_attn_impl(model, args.attn_impl), args)
+        raise UsageError(
+            f"--model {settings.model} is not a pre-training model; use a pretrain_videomae_* name"
+        )
+    return maybe_compile(models.set_attn_impl(model, settings.attn_impl), settings)
 
 
 def visible_per_slice(model: PretrainVisionTransformer, mask_type: str, mask_ratio: float) -> tuple[int, int]:
@@ -69,39 +71,39 @@ def visible_per_slice(model: PretrainVisionTransformer, mask_type: str, mask_rat
 
 
 def build_distill(
-    args: argparse.Namespace,
+    cfg: DistillConfig,
 ) -> tuple[PretrainVisionTransformer, PretrainVisionTransformer, MMKDLoss, str]:
     """Student, teacher (strictly loaded from --path_t) and the MMKD heads; returns the load report."""
-    student = build_pretrain_model(args)
+    settings, t, data = cfg.model, cfg.teacher, cfg.data
+    student = build_pretrain_model(settings, data, decoder_depth=0)
     teacher = create(
-        args.model_t, "--model_t", decoder_depth=0, img_size=args.input_size, num_frames=args.num_frames
+        t.model_t, "--model_t", decoder_depth=0, img_size=data.input_size, num_frames=data.num_frames
     )
     if not isinstance(teacher, PretrainVisionTransformer):
-        raise UsageError(
-            f"--model_t {args.model_t} is not a pre-training model; use a pretrain_videomae_* name"
-        )
+        raise UsageError(f"--model_t {t.model_t} is not a pre-training model; use a pretrain_videomae_* name")
     s_grid, t_grid = student.encoder.patch_embed, teacher.encoder.patch_embed
     if (s_grid.patch_size, s_grid.tubelet_size) != (t_grid.patch_size, t_grid.tubelet_size):
         raise UsageError(
-            f"--model {args.model} (patch {s_grid.patch_size}, tubelet {s_grid.tubelet_size}) and --model_t {args.model_t} "
+            f"--model {settings.model} (patch {s_grid.patch_size}, tubelet {s_grid.tubelet_size}) and --model_t {t.model_t} "
             f"(patch {t_grid.patch_size}, tubelet {t_grid.tubelet_size}) do not tokenise the clip alike; pick matching models"
         )
     try:
         report = load_teacher_weights(
-            teacher, read_state_dict(args.path_t, model=teacher), f"--path_t {args.path_t}"
+            teacher, read_state_dict(t.path_t, model=teacher), f"--path_t {t.path_t}"
         )
     except CheckpointError as err:
         raise UsageError(f"--path_t: {err}") from None
-    cfg = MMKDConfig.from_args(args)  # the values were checked by engine.args.validate
-    s, p = visible_per_slice(student, args.mask_type, args.mask_ratio)
-    problem = fit_problem(cfg, VisibleTokens(args.mask_type, s, p))
+    # the values were checked when the config was read; what needs the models' token grid and widths, here
+    masking = cfg.masking
+    s, p = visible_per_slice(student, masking.mask_type, masking.mask_ratio)
+    problem = fit_problem(cfg.mmkd, VisibleTokens(masking.mask_type, s, p))
     if problem:
         raise UsageError(problem)
     try:
-        heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, cfg)
+        heads = MMKDLoss(student.encoder.embed_dim, teacher.encoder.embed_dim, cfg.mmkd)
     except ValueError as err:
-        raise UsageError(f"--alignment {args.alignment}: {err}") from None
-    teacher = maybe_compile(models.set_attn_impl(teacher, args.attn_impl), args)
+        raise UsageError(f"--alignment {cfg.mmkd.alignment}: {err}") from None
+    teacher = maybe_compile(models.set_attn_impl(teacher, settings.attn_impl), settings)
     return student, teacher, heads, report.summary()
 
 
@@ -117,54 +119,56 @@ def _with_prefix(state: dict, prefix: str) -> dict:
     return kept
 
 
-def build_classifier(args: argparse.Namespace, nb_classes: int) -> tuple[VisionTransformer, str]:
+def build_classifier(cfg: FinetuneConfig, nb_classes: int) -> tuple[VisionTransformer, str]:
+    settings, ft = cfg.model, cfg.finetune
     model = create(
-        args.model,
+        settings.model,
         "--model",
         num_classes=nb_classes,
-        all_frames=args.num_frames,
-        img_size=args.input_size,
-        drop_rate=args.drop,
-        attn_drop_rate=args.attn_drop_rate,
-        drop_path_rate=args.drop_path,
-        fc_drop_rate=args.fc_drop_rate,
-        init_scale=args.init_scale,
-        tubelet_size=args.tubelet_size,
-        use_mean_pooling=args.use_mean_pooling,
-        use_checkpoint=args.use_checkpoint,
+        all_frames=cfg.data.num_frames,
+        img_size=cfg.data.input_size,
+        drop_rate=ft.drop,
+        attn_drop_rate=ft.attn_drop_rate,
+        drop_path_rate=settings.drop_path,
+        fc_drop_rate=ft.fc_drop_rate,
+        init_scale=ft.init_scale,
+        tubelet_size=ft.tubelet_size,
+        use_mean_pooling=ft.use_mean_pooling,
+        use_checkpoint=settings.use_checkpoint,
     )
     if not isinstance(model, VisionTransformer):
-        raise UsageError(f"--model {args.model} is not a classifier; use a vit_* name")
-    models.set_attn_impl(model, args.attn_impl)
+        raise UsageError(f"--model {settings.model} is not a classifier; use a vit_* name")
+    models.set_attn_impl(model, settings.attn_impl)
     report = "trained from scratch"
-    if args.finetune:
+    if ft.finetune:
         try:
-            state = read_state_dict(args.finetune, model=model, model_key=args.model_key)
-            state = _with_prefix(state, args.model_prefix)
-            report = load_finetune_weights(model, state, f"--finetune {args.finetune}").summary()
+            state = read_state_dict(ft.finetune, model=model, model_key=ft.model_key)
+            state = _with_prefix(state, ft.model_prefix)
+            report = load_finetune_weights(model, state, f"--finetune {ft.finetune}").summary()
         except CheckpointError as err:
             raise UsageError(f"--finetune: {err}") from None
-    return maybe_compile(model, args), report
+    return maybe_compile(model, settings), report
 
 
-def build_masked_clips(args: argparse.Namespace, model: PretrainVisionTransformer):
+def build_masked_clips(cfg: PretrainConfig | DistillConfig, model: PretrainVisionTransformer):
     """The pre-training / distillation dataset: masked clips tokenised like ``model``, ``--num_sample``
     of them per decoded video (a batch of ``--batch_size`` videos then holds batch_size x num_sample clips)."""
     from datasets import build_pretraining_dataset
 
+    data, masking = cfg.data, cfg.masking
     return build_pretraining_dataset(
-        args.data_path,
-        root=args.data_root,
-        num_frames=args.num_frames,
-        sampling_rate=args.sampling_rate,
-        input_size=args.input_size,
+        data.data_path,
+        root=data.data_root,
+        num_frames=data.num_frames,
+        sampling_rate=data.sampling_rate,
+        input_size=data.input_size,
         patch_size=model.patch_size,
         tubelet_size=model.tubelet_size,
-        mask_type=args.mask_type,
-        mask_ratio=args.mask_ratio,
-        num_sample=args.num_sample,
-        decoder=args.decoder,
-        max_bad_fraction=args.max_bad_fraction,
-        seed=args.seed,
+        mask_type=masking.mask_type,
+        mask_ratio=masking.mask_ratio,
+        num_sample=masking.num_sample,
+        decoder=data.decoder,
+        max_bad_fraction=data.max_bad_fraction,
+        seed=cfg.run.seed,
         normalize=False,  # uint8 clips; the task normalises them on the device (engine.tasks)
     )

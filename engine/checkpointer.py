@@ -9,7 +9,6 @@ global order done (``checkpoint-<epoch>-<clips>.pth``), which any number of rank
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from engine.checkpoint import (
     saved_world_size,
     set_rng_state,
 )
+from engine.config import TaskConfig
 from engine.distributed import DistEnv, all_gather_object, barrier, broadcast_object
 from engine.loop import EpochState
 from models.registry import model_args_of
@@ -40,19 +40,21 @@ class Checkpointer:
 
     def __init__(
         self,
-        args: argparse.Namespace,
+        cfg: TaskConfig,
         env: DistEnv,
         task: nn.Module,
         backend: Backend,
         counters: EpochState,
         ema: ModelEmaV2 | None = None,
     ) -> None:
-        self.args, self.env, self.task, self.backend, self.counters, self.ema = (
-            args, env, task, backend, counters, ema
+        self.cfg, self.env, self.task, self.backend, self.counters, self.ema = (
+            cfg, env, task, backend, counters, ema
         )  # fmt: skip
-        self.files = CheckpointManager(args.output_dir, keep_last=args.keep_last) if args.output_dir else None
+        self.run = run = cfg.run
+        self.optim = cfg.optim
+        self.files = CheckpointManager(run.output_dir, keep_last=run.keep_last) if run.output_dir else None
         self.best: float | None = None
-        self.start_epoch = args.start_epoch
+        self.start_epoch = run.start_epoch
         # a mid-epoch checkpoint's position: clips of start_epoch's global order it covers (on any
         # number of ranks), and the micro-batch of this run the loop goes on at (a step boundary)
         self.start_clip = 0
@@ -70,7 +72,7 @@ class Checkpointer:
     def clips_done(self, epoch: int, batches_done: int) -> int:
         """Clips of ``epoch``'s global order covered once this rank has done ``batches_done`` micro-batches
         (every rank has done as many: each takes ``--batch_size`` clips of every ``world_size``)."""
-        per_batch = self.args.batch_size * self.env.world_size
+        per_batch = self.optim.batch_size * self.env.world_size
         if epoch == self.start_epoch and self.start_clip:
             return self.start_clip + (batches_done - self.start_batch) * per_batch
         return batches_done * per_batch
@@ -86,7 +88,7 @@ class Checkpointer:
             **self.counters.counters(),
             "best": self.best,
             "rng": rng,
-            "args": dict(vars(self.args)),
+            "args": self.cfg.to_args(),  # plain values under the options' dests, as args.json
             "model_args": model_args_of(self.task),  # rebuilds the model: models.registry.rebuild
         }
         if self.ema is not None:
@@ -105,7 +107,7 @@ class Checkpointer:
         Every rank calls it (DeepSpeed shards and the RNG states are gathered); rank 0 writes, and a
         failed write (disk full, read-only folder) raises the same `CheckpointError` on every rank.
         """
-        if self.files is None or not self.args.save_ckpt:  # --no_save_ckpt: auto-resume still reads old ones
+        if self.files is None or not self.run.save_ckpt:  # --no_save_ckpt: auto-resume still reads old ones
             return None
         clips = None if batches_done is None else self.clips_done(epoch, batches_done)
         path = self.files.path_for(epoch, clips)
@@ -142,9 +144,9 @@ class Checkpointer:
         """The checkpoint to resume from, chosen on rank 0 and broadcast (every rank loads the same one)."""
         path = None
         if self.env.is_main:
-            if self.args.resume:
-                path = Path(self.args.resume)
-            elif self.args.auto_resume and self.files is not None:
+            if self.run.resume:
+                path = Path(self.run.resume)
+            elif self.run.auto_resume and self.files is not None:
                 self.files.cleanup_temp()
                 path = self.files.latest()
         return broadcast_object(path)
@@ -164,7 +166,7 @@ class Checkpointer:
             else:
                 print(f"note: {path} has no model_ema; the EMA restarts from the resumed weights")
                 self.ema.set(self.task.model)
-        output_dir = Path(self.args.output_dir or ".")
+        output_dir = Path(self.run.output_dir or ".")
         self.backend.load(ckpt, path, output_dir, self.env.world_size)
         where = ""
         if "batches_done" in ckpt:  # a mid-epoch checkpoint: the same epoch goes on from the next clip
@@ -193,9 +195,9 @@ class Checkpointer:
         if clips is None:  # written before positions were global: micro-batches of its own ranks
             clips = int(ckpt["batches_done"]) * int(ckpt["args"]["batch_size"]) * saved_world
         clips = int(clips)
-        step_clips = self.args.batch_size * self.args.update_freq * self.env.world_size
+        step_clips = self.optim.batch_size * self.optim.update_freq * self.env.world_size
         steps, rest = divmod(clips, step_clips)
-        self.start_clip, self.start_batch = clips, steps * self.args.update_freq
+        self.start_clip, self.start_batch = clips, steps * self.optim.update_freq
         if rest:
             print(
                 f"note: {path} stopped {clips} clips into epoch {ckpt['epoch']}, not a whole number of this run's "
@@ -211,8 +213,8 @@ class Checkpointer:
 
     def _trim_log(self, start_epoch: int) -> None:
         """Drops log.txt lines of epochs that will run again (a kill after logging, before saving)."""
-        log = Path(self.args.output_dir or ".") / "log.txt"
-        if not (self.env.is_main and self.args.output_dir and log.is_file()):
+        log = Path(self.run.output_dir or ".") / "log.txt"
+        if not (self.env.is_main and self.run.output_dir and log.is_file()):
             return
         lines = log.read_text().splitlines(keepends=True)
         kept = [x for x in lines if json.loads(x).get("epoch", -1) < start_epoch] if lines else []

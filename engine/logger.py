@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import datetime
 import json
@@ -214,9 +213,9 @@ def append_json_line(path: str | os.PathLike[str], record: Mapping[str, Any]) ->
         f.flush()
 
 
-def save_args(args: Mapping[str, Any] | argparse.Namespace, output_dir: str | os.PathLike[str]) -> Path:
-    """Write the resolved arguments to ``<output_dir>/args.json`` (rank 0's job)."""
-    values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+def save_args(args: Mapping[str, Any], output_dir: str | os.PathLike[str]) -> Path:
+    """Write the resolved arguments (``TaskConfig.to_args()``) to ``<output_dir>/args.json`` (rank 0's job)."""
+    values = dict(args)
     path = Path(output_dir) / "args.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values, indent=2, default=_json_default) + "\n", encoding="utf-8")

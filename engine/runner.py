@@ -4,7 +4,6 @@ schedules, and the `Trainer`, which drives every step (`engine.loop.TrainLoop`) 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import os
@@ -19,14 +18,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from common import cpu_gemm
+from common.cli import UsageError
 from datasets import collate_batch
 from engine import preempt
-from engine.args import UsageError
 from engine.backend import build_backend
 from engine.checkpoint import CheckpointError
 from engine.checkpointer import Checkpointer
+from engine.config import OptimConfig, TaskConfig
 from engine.distributed import (
-    DEFAULT_TIMEOUT_S,
     DistEnv,
     Heartbeat,
     all_gather_object,
@@ -40,19 +39,17 @@ from engine.optim import build_optimizer, cosine_scheduler
 from engine.samplers import TrainSampler, VideoShardSampler
 
 
-def setup(args: argparse.Namespace) -> DistEnv:
+def setup(cfg: TaskConfig) -> DistEnv:
     """Process group, device, seeds (seed + rank), deterministic mode, stop-signal handlers."""
-    preempt.install(getattr(args, "preempt_signal", "none"), getattr(args, "requeue", False))
-    cpu_gemm.set_enabled(getattr(args, "cpu_gemm", "onednn") == "onednn")
-    timeout = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
-    if not timeout > 0:
-        raise UsageError(f"--dist_timeout must be a positive number of seconds, got {timeout}")
-    env = init_distributed(args.device, args.dist_url, timeout)
-    seed = args.seed + env.rank
+    run = cfg.run
+    preempt.install(run.preempt_signal, run.requeue)
+    cpu_gemm.set_enabled(cfg.model.cpu_gemm == "onednn")
+    env = init_distributed(run.device, run.dist_url, run.dist_timeout)
+    seed = run.seed + env.rank
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if args.deterministic:
+    if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif env.device.type == "cuda":
@@ -68,20 +65,20 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(
-    dataset: Dataset, args: argparse.Namespace, env: DistEnv, train: bool, shard: bool = True
+    dataset: Dataset, cfg: TaskConfig, env: DistEnv, train: bool, shard: bool = True
 ) -> DataLoader:
     """Training: shuffled, sharded over ranks, drop_last. Eval: ordered, sharded when ``shard``
     (by whole videos where the data set numbers its views video-major, see `VideoShardSampler`)."""
     views = getattr(dataset, "views_per_video", None)
     if train:
-        sampler = TrainSampler(dataset, env.world_size, env.rank, seed=args.seed)
+        sampler = TrainSampler(dataset, env.world_size, env.rank, seed=cfg.run.seed)
     elif env.distributed and shard and views is not None:
         sampler = VideoShardSampler(len(dataset), views, env.world_size, env.rank)
     elif env.distributed and shard:
         sampler = DistributedSampler(dataset, env.world_size, env.rank, shuffle=False)
     else:
         sampler = SequentialSampler(dataset)
-    batch_size = args.batch_size
+    batch_size = cfg.optim.batch_size
     if train and len(sampler) < batch_size:
         raise UsageError(
             f"--batch_size {batch_size} is larger than the {len(sampler)} training clips per process; lower --batch_size"
@@ -90,39 +87,40 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=args.num_workers,
-        pin_memory=args.pin_mem and env.device.type == "cuda",
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.data.pin_mem and env.device.type == "cuda",
         drop_last=train,
         collate_fn=collate_batch,
         worker_init_fn=_seed_worker,
         persistent_workers=False,
         # the loader's own seed draws (worker seeds) stay off the global RNG, whose state a
         # mid-epoch checkpoint restores: a resumed epoch then draws dropout / mixup as the original
-        generator=torch.Generator().manual_seed(args.seed + env.rank),
+        generator=torch.Generator().manual_seed(cfg.run.seed + env.rank),
     )
 
 
-def total_batch_size(args: argparse.Namespace, env: DistEnv) -> int:
+def total_batch_size(optim: OptimConfig, env: DistEnv) -> int:
     """Clips per optimiser step: batch per process x --update_freq x processes."""
-    return args.batch_size * args.update_freq * env.world_size
+    return optim.batch_size * optim.update_freq * env.world_size
 
 
-def scaled_lr(args: argparse.Namespace, env: DistEnv) -> tuple[float, float]:
+def scaled_lr(optim: OptimConfig, env: DistEnv) -> tuple[float, float]:
     """(lr, min_lr) scaled by the total batch / 256, as the reference scripts do."""
-    if args.no_lr_scale:
-        return args.lr, args.min_lr
-    factor = total_batch_size(args, env) / 256
-    return args.lr * factor, args.min_lr * factor
+    if optim.no_lr_scale:
+        return optim.lr, optim.min_lr
+    factor = total_batch_size(optim, env) / 256
+    return optim.lr * factor, optim.min_lr * factor
 
 
-def build_schedules(args: argparse.Namespace, env: DistEnv, steps_per_epoch: int):
+def build_schedules(optim: OptimConfig, env: DistEnv, steps_per_epoch: int):
     """Per-optimiser-step lr and wd schedules (the reference's; its warm-up starts at 0, not at the
     scaled --warmup_lr, which the reference computes but never passes on)."""
-    lr, min_lr = scaled_lr(args, env)
+    lr, min_lr = scaled_lr(optim, env)
+    epochs = optim.epochs
     lr_schedule = cosine_scheduler(
-        lr, min_lr, args.epochs, steps_per_epoch, args.warmup_epochs, 0.0, args.warmup_steps
+        lr, min_lr, epochs, steps_per_epoch, optim.warmup_epochs, 0.0, optim.warmup_steps
     )
-    wd_schedule = cosine_scheduler(args.weight_decay, args.weight_decay_end, args.epochs, steps_per_epoch)
+    wd_schedule = cosine_scheduler(optim.weight_decay, optim.weight_decay_end, epochs, steps_per_epoch)
     return lr_schedule, wd_schedule
 
 
@@ -137,7 +135,7 @@ class Trainer:
 
     def __init__(
         self,
-        args: argparse.Namespace,
+        cfg: TaskConfig,
         env: DistEnv,
         task: nn.Module,
         loader: Iterable[dict],
@@ -145,39 +143,39 @@ class Trainer:
     ):
         """``task`` owns its parameter groups (``task.parameter_groups(weight_decay)``); ``loader`` is
         any sized iterable of batches; ``evaluate(model)`` (fine-tuning) validates a classifier."""
-        self.args, self.env, self.task, self.loader = args, env, task.to(env.device), loader
+        self.cfg, self.env, self.task, self.loader = cfg, env, task.to(env.device), loader
         self.evaluate = evaluate
-        self.steps_per_epoch = steps_in_epoch(len(loader), args.update_freq, args.max_steps_per_epoch)
+        optim, run = cfg.optim, cfg.run
+        self.steps_per_epoch = steps_in_epoch(len(loader), optim.update_freq, run.max_steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise UsageError(
-                f"an epoch has {len(loader)} batches per process, fewer than --update_freq {args.update_freq}; "
+                f"an epoch has {len(loader)} batches per process, fewer than --update_freq {optim.update_freq}; "
                 "lower --update_freq or --batch_size"
             )
-        self.lr_schedule, self.wd_schedule = build_schedules(args, env, self.steps_per_epoch)
+        self.lr_schedule, self.wd_schedule = build_schedules(optim, env, self.steps_per_epoch)
         print(
-            f"total batch {total_batch_size(args, env)} clips per step (--batch_size {args.batch_size} x "
-            f"--update_freq {args.update_freq} x {env.world_size} processes), {self.steps_per_epoch} steps per epoch, "
+            f"total batch {total_batch_size(optim, env)} clips per step (--batch_size {optim.batch_size} x "
+            f"--update_freq {optim.update_freq} x {env.world_size} processes), {self.steps_per_epoch} steps per epoch, "
             f"peak lr {self.lr_schedule.max():.3g}"
         )
         # the EMA starts from the initial weights, before any step (timm's ModelEmaV2: the reference's formula)
         self.ema = None
-        if getattr(args, "model_ema", False):
-            self.ema = ModelEmaV2(
-                task.model, decay=args.model_ema_decay, device="cpu" if args.model_ema_force_cpu else None
-            )
+        if cfg.ema is not None and cfg.ema.model_ema:
+            device = "cpu" if cfg.ema.model_ema_force_cpu else None
+            self.ema = ModelEmaV2(task.model, decay=cfg.ema.model_ema_decay, device=device)
         self.optimizer = build_optimizer(
-            task.parameter_groups(args.weight_decay),
-            opt=args.opt,
-            lr=self.lr_schedule[0] if len(self.lr_schedule) else args.lr,
-            weight_decay=args.weight_decay,
-            opt_betas=args.opt_betas,
-            opt_eps=args.opt_eps,
-            momentum=args.momentum,
+            task.parameter_groups(optim.weight_decay),
+            opt=optim.opt,
+            lr=self.lr_schedule[0] if len(self.lr_schedule) else optim.lr,
+            weight_decay=optim.weight_decay,
+            opt_betas=optim.opt_betas,
+            opt_eps=optim.opt_eps,
+            momentum=optim.momentum,
         )
-        self.backend = build_backend(self.task, self.optimizer, args, env)
+        self.backend = build_backend(self.task, self.optimizer, cfg, env)
         self.state = EpochState()
-        self.checkpointer = Checkpointer(args, env, self.task, self.backend, self.state, self.ema)
-        self.tb = TensorboardLogger(args.log_dir if env.is_main else None)
+        self.checkpointer = Checkpointer(cfg, env, self.task, self.backend, self.state, self.ema)
+        self.tb = TensorboardLogger(run.log_dir if env.is_main else None)
         self.loop = TrainLoop(
             self.backend,
             self.state,
@@ -185,9 +183,9 @@ class Trainer:
             self.wd_schedule,
             self.steps_per_epoch,
             device=env.device,
-            update_freq=args.update_freq,
-            print_freq=args.print_freq,
-            max_bad_fraction=args.max_bad_fraction,
+            update_freq=optim.update_freq,
+            print_freq=run.print_freq,
+            max_bad_fraction=cfg.data.max_bad_fraction,
             tb=self.tb,
         )
 
@@ -228,9 +226,9 @@ class Trainer:
         step = self.state.global_step
         # the stop flag is a collective with several ranks: asked every --print_freq steps (a host
         # sync), every step in a single process (a local flag)
-        every = 1 if self.env.world_size == 1 else max(1, self.args.print_freq)
+        every = 1 if self.env.world_size == 1 else max(1, self.cfg.run.print_freq)
         stop = step % every == 0 and preempt.current().agreed()
-        freq = self.args.save_ckpt_freq_steps
+        freq = self.cfg.run.save_ckpt_freq_steps
         if stop or (freq and step % freq == 0):
             self.loop.log()  # the pending non-finite check: a bad step never reaches a checkpoint
             path = self.checkpointer.save(epoch, batches_done=batches_done)
@@ -264,7 +262,7 @@ class Trainer:
             val = self.evaluate(self.task.model)
             ema_val = self.evaluate(self.ema.module) if self.ema is not None else None
         except preempt.Preempted:  # a stop signal during validation: keep the trained epoch
-            path = ckpt.save(epoch, batches_done=self.steps_per_epoch * self.args.update_freq)
+            path = ckpt.save(epoch, batches_done=self.steps_per_epoch * self.cfg.optim.update_freq)
             self._leave(f"validation of epoch {epoch} interrupted; checkpoint {_name(path)} written")
         for prefix, result in (("val", val), ("val_ema", ema_val)):
             if result is not None:
@@ -278,16 +276,16 @@ class Trainer:
         return is_best
 
     def _epochs(self) -> list[dict]:
-        args, ckpt = self.args, self.checkpointer
+        epochs, run, ckpt = self.cfg.optim.epochs, self.cfg.run, self.checkpointer
         history = []
-        for epoch in range(ckpt.start_epoch, args.epochs):
+        for epoch in range(ckpt.start_epoch, epochs):
             stats = self.train_epoch(epoch)
             record = {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()}}
             is_best = self._validate(epoch, record) if self.evaluate is not None else False
-            last = epoch + 1 == args.epochs
+            last = epoch + 1 == epochs
             # the log line goes first: a kill between the two repeats the epoch (and its line) on resume
             self._append_log(record)
-            saved = (epoch + 1) % args.save_ckpt_freq == 0 or last or is_best
+            saved = (epoch + 1) % run.save_ckpt_freq == 0 or last or is_best
             if saved:
                 ckpt.save(epoch, is_best)
             self.tb.flush()
@@ -295,7 +293,7 @@ class Trainer:
                 path = ckpt.path_for(epoch) if saved else ckpt.save(epoch)
                 self._leave(f"epoch {epoch} complete, checkpoint {_name(path)} written")
             history.append(record)
-            if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:
+            if run.stop_after_epoch is not None and epoch >= run.stop_after_epoch:
                 print(
                     f"stopping after epoch {epoch} (--stop_after_epoch); relaunch the same command to resume"
                 )
@@ -306,8 +304,8 @@ class Trainer:
         """Rank 0 appends the epoch's line to log.txt; a failed write (disk full, read-only folder) is cut
         back to the last whole line and ends every rank with one line, as a failed save does."""
         failure = None
-        if self.env.is_main and self.args.output_dir:
-            log = Path(self.args.output_dir) / "log.txt"
+        if self.env.is_main and self.cfg.run.output_dir:
+            log = Path(self.cfg.run.output_dir) / "log.txt"
             size = log.stat().st_size if log.is_file() else 0
             try:
                 append_json_line(log, record)
@@ -342,11 +340,12 @@ def weights_digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def prepare_output(args: argparse.Namespace, env: DistEnv) -> None:
+def prepare_output(cfg: TaskConfig, env: DistEnv) -> None:
     """Creates the output / log folders and saves the resolved arguments (rank 0 only)."""
-    if env.is_main and args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        save_args(args, args.output_dir)
-    if env.is_main and args.log_dir:
-        os.makedirs(args.log_dir, exist_ok=True)
+    run = cfg.run
+    if env.is_main and run.output_dir:
+        os.makedirs(run.output_dir, exist_ok=True)
+        save_args(cfg.to_args(), run.output_dir)
+    if env.is_main and run.log_dir:
+        os.makedirs(run.log_dir, exist_ok=True)
     barrier()

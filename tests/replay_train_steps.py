@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from engine import args as cli_args  # noqa: E402
 from engine import build  # noqa: E402
+from engine.config import TaskConfig  # noqa: E402
 from engine.runner import Trainer, setup  # noqa: E402
 from models import PretrainVisionTransformer, VisionTransformer  # noqa: E402
 
@@ -100,7 +101,7 @@ def fixture_models(cfg: dict):
         yield
 
 
-def build_trainer(fx: dict, tmp: Path) -> tuple[Trainer, argparse.Namespace]:
+def build_trainer(fx: dict, tmp: Path) -> tuple[Trainer, TaskConfig]:
     cfg = fx["config"]
     kind = cfg["kind"]
     entry = importlib.import_module(ENTRY[kind])
@@ -108,7 +109,7 @@ def build_trainer(fx: dict, tmp: Path) -> tuple[Trainer, argparse.Namespace]:
     env = setup(args)
     with fixture_models(cfg):
         task = (
-            entry.build_task(args, args.nb_classes, env.device)
+            entry.build_task(args, args.finetune.nb_classes, env.device)
             if kind == "finetune"
             else entry.build_task(args)
         )
@@ -178,7 +179,8 @@ def replay(path: str | Path, rtol: float = 1e-9) -> dict:
             losses[ref_key] = torch.stack([r["losses"][ours_key] for r in records]).double()
             ref_losses[ref_key] = per[ref_key]
     if "loss_hidden" in per and {"loss_global", "loss_local"} <= set(losses):
-        losses["loss_hidden"] = args.beta_kd1 * losses["loss_global"] + args.beta_kd2 * losses["loss_local"]
+        mmkd = args.mmkd
+        losses["loss_hidden"] = mmkd.beta_kd1 * losses["loss_global"] + mmkd.beta_kd2 * losses["loss_local"]
         ref_losses["loss_hidden"] = per["loss_hidden"]
     if "class_acc" in per:
         losses["class_acc"] = torch.stack([r["losses"]["class_acc"] for r in records]).double()

@@ -136,5 +136,7 @@ def test_public_script_command_line_parses(source, launcher, placeholders, tmp_p
     argv = [launcher, *shlex.split(line)]
     args = parse(job, argv)
     tokens = dict(zip(argv, argv[1:]))
-    assert args.epochs == int(tokens["--epochs"]) and args.batch_size == int(tokens["--batch_size"])
-    assert args.local_rank == 0
+    assert args.optim.epochs == int(tokens["--epochs"]) and args.optim.batch_size == int(
+        tokens["--batch_size"]
+    )
+    assert args.run.local_rank == 0

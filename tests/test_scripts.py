@@ -514,4 +514,4 @@ def test_entry_point_accepts_recipe(recipe, stubs):
     argv = _recorded(stubs)
     entry = RECIPES[recipe][0]
     parsed = args_module.parse(ENTRY_MODE[entry], argv[argv.index(entry) + 1 :])
-    assert parsed.epochs == float(_flags(argv)["epochs"][-1])
+    assert parsed.optim.epochs == float(_flags(argv)["epochs"][-1])

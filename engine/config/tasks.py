@@ -42,6 +42,7 @@ class TaskConfig:
 
     mode: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    ema = None  # the weights EMA's settings: a section of fine-tuning only (not annotated: no field here)
 
     model: s.ModelConfig = section(s.ModelConfig, "model")
     data: s.DataConfig = section(s.DataConfig, "data")
@@ -102,6 +103,14 @@ class TaskConfig:
             else:
                 parts[name] = replace(current, **{f.name: values[f.name] for f in fields(current)})
         return replace(defaults, **parts)
+
+    def __getattr__(self, name: str) -> Any:  # TRANSITIONAL (issue 22.1): flat reads until every caller reads sections
+        if name.startswith("_"):
+            raise AttributeError(name)
+        values = self.to_args()
+        if name not in values:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+        return values[name]
 
     def to_args(self) -> dict[str, Any]:
         """``{dest: value}`` of every option of the task, in the parser's order (the saved arguments)."""

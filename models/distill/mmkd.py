@@ -16,7 +16,8 @@ class MMKDConfig:
     Keywords are the fields (``mode`` [--distill], ``alignment``, ``num_k``, ``gamma``,
     ``value_layout`` [--local_value_layout], ... and those of any term registered later); the
     rest take the flags' defaults. Every value is checked here, once: ValueError with the
-    option's one-line message (`engine.args` shows it as a usage error).
+    option's one-line message (`engine.config` reads the command line into it and shows that as a
+    usage error).
     """
 
     def __init__(self, **values: Any):
@@ -30,11 +31,6 @@ class MMKDConfig:
             if problem:
                 raise ValueError(problem)
             setattr(self, flag.field, value)
-
-    @classmethod
-    def from_args(cls, args) -> MMKDConfig:
-        """From the parsed command line (each flag's ``dest``)."""
-        return cls(**{f.field: getattr(args, f.attr) for f in config_flags()})
 
     def __repr__(self) -> str:
         return f"MMKDConfig({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"

@@ -38,7 +38,7 @@ def _pretrain_dataset(videos: Path, *extra: str):
         [*CLIP, "--data_path", str(videos / "pretrain.csv"), "--model", "pretrain_videomae_pico_patch8",
          "--decoder_depth", "1", "--mask_ratio", "0.75", *extra],
     )  # fmt: skip
-    return build_masked_clips(args, build_pretrain_model(args))
+    return build_masked_clips(args, build_pretrain_model(args.model, args.data, args.mae.decoder_depth))
 
 
 def test_default_is_one_clip_per_video(videos: Path) -> None:

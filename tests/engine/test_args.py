@@ -29,8 +29,10 @@ def test_reference_distill_command_line_parses(data):
         "--weight_decay 0.05 --normlize_target True"
     ).split()  # --normlize_target True: the reference's type=bool spelling parses as it is
     args = parse("distill", argv)
-    assert (args.kd_T, args.beta_kd1, args.beta_kd2, args.gamma, args.alpha) == (1.0, 0.1, 3.0, 0.1, 0.1)
-    assert args.opt_betas == [0.9, 0.95] and args.decoder_depth == 0 and args.teacher_precision == "fp32"
+    m = args.mmkd
+    assert (m.kd_T, m.beta_kd1, m.beta_kd2, m.gamma, m.alpha) == (1.0, 0.1, 3.0, 0.1, 0.1)
+    assert args.optim.opt_betas == [0.9, 0.95] and args.teacher.decoder_depth == 0
+    assert args.teacher.teacher_precision == "fp32"
 
 
 def test_aliases_match_reference_names(data):
@@ -40,8 +42,9 @@ def test_aliases_match_reference_names(data):
         base
         + "--hint_weight 0.3 --relation_weight 0.2 --global_weight 2 --local_weight 4 --attn_topk 5 --hint_topk 6 --model_s pretrain_videomae_base_patch16_224".split(),
     )
-    assert (a.gamma, a.alpha, a.beta_kd1, a.beta_kd2, a.num_k, a.num_f) == (0.3, 0.2, 2.0, 4.0, 5, 6)
-    assert a.model == "pretrain_videomae_base_patch16_224"
+    m = a.mmkd
+    assert (m.gamma, m.alpha, m.beta_kd1, m.beta_kd2, m.num_k, m.num_f) == (0.3, 0.2, 2.0, 4.0, 5, 6)
+    assert a.model.model == "pretrain_videomae_base_patch16_224"
 
 
 def test_reference_finetune_command_line_parses(data):
@@ -55,10 +58,10 @@ def test_reference_finetune_command_line_parses(data):
     ).split()
     args = parse("finetune", argv)
     assert (
-        args.layer_decay == 0.75
-        and args.dist_eval
-        and args.enable_deepspeed
-        and args.weight_decay_end == 0.05
+        args.finetune.layer_decay == 0.75
+        and args.finetune.dist_eval
+        and args.run.enable_deepspeed
+        and args.optim.weight_decay_end == 0.05
     )
 
 
@@ -69,7 +72,7 @@ def test_reference_pretrain_command_line_parses(data):
         f"--warmup_epochs 40 --save_ckpt_freq 20 --epochs 801 --log_dir {data}/o --output_dir {data}/o --lr 1.5e-4"
     ).split()
     args = parse("pretrain", argv)
-    assert args.decoder_depth == 4 and args.normlize_target
+    assert args.mae.decoder_depth == 4 and args.mae.normlize_target
 
 
 @pytest.mark.parametrize(
@@ -125,10 +128,12 @@ def test_no_type_bool_flags():
 def test_short_side_size_follows_input_size(data):
     """Eval crops show the whole short side unless asked otherwise (a default of 224 at --input_size 32
     would evaluate on a zoomed-in patch)."""
-    assert parse("finetune", f"--data_path {data} --input_size 32".split()).short_side_size == 32
-    assert parse("finetune", f"--data_path {data}".split()).short_side_size == 224  # every recipe
+    assert parse("finetune", f"--data_path {data} --input_size 32".split()).finetune.short_side_size == 32
+    assert parse("finetune", f"--data_path {data}".split()).finetune.short_side_size == 224  # every recipe
     assert (
-        parse("finetune", f"--data_path {data} --input_size 32 --short_side_size 40".split()).short_side_size
+        parse(
+            "finetune", f"--data_path {data} --input_size 32 --short_side_size 40".split()
+        ).finetune.short_side_size
         == 40
     )
     with pytest.raises(UsageError, match="--short_side_size 24 is smaller than --input_size 32"):

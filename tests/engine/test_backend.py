@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 import re
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from engine.backend import DeepSpeedBackend, TorchBackend, build_backend
+from engine.config import PretrainConfig
 from engine.distributed import DistEnv
 from tests.engine.conftest import ROOT
 
@@ -45,7 +45,7 @@ def test_runner_and_loop_leave_deepspeed_to_the_backend() -> None:
     choices = [
         x for x in (ROOT / "engine" / "backend.py").read_text().splitlines() if "enable_deepspeed" in x
     ]
-    assert [x.strip() for x in choices if x.strip().startswith("if")] == ["if args.enable_deepspeed:"]
+    assert [x.strip() for x in choices if x.strip().startswith("if")] == ["if cfg.run.enable_deepspeed:"]
 
 
 class _Task(nn.Module):
@@ -60,7 +60,7 @@ class _Task(nn.Module):
 
 def test_torch_backend_accumulates_and_steps_on_the_window_boundary() -> None:
     """Two micro-batches of loss / 2 then one step equal one step on the whole batch (SGD)."""
-    args = SimpleNamespace(enable_deepspeed=False, precision="fp32", clip_grad=None)
+    args = PretrainConfig.from_namespace({**PretrainConfig().to_args(), "precision": "fp32"})
     video = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
     whole, split = _Task(), _Task()
     for task, parts in ((whole, [video]), (split, [video[:2], video[2:]])):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
 from engine.args import parse, resolve_precision
+from engine.config import FinetuneConfig
 from engine.deepspeed_utils import FP16_LOSS_SCALING, deepspeed_config
 from engine.distributed import DistEnv
 
@@ -22,7 +21,7 @@ REFERENCE_FP16 = {
 }
 
 
-def _args(**kw) -> argparse.Namespace:
+def _args(**kw) -> FinetuneConfig:
     base = dict(
         precision=None,
         enable_deepspeed=True,
@@ -32,7 +31,7 @@ def _args(**kw) -> argparse.Namespace:
         clip_grad=None,
         zero_stage=0,
     )
-    return argparse.Namespace(**{**base, **kw})
+    return FinetuneConfig.from_namespace({**FinetuneConfig().to_args(), **base, **kw})
 
 
 @pytest.mark.parametrize(
@@ -48,7 +47,7 @@ def _args(**kw) -> argparse.Namespace:
     ],
 )
 def test_precision_resolution(kw, cuda, expected, capsys):
-    assert resolve_precision(_args(**kw), cuda_available=cuda) == expected
+    assert resolve_precision(_args(**kw).run, cuda_available=cuda) == expected
     noted = "DeepSpeed fp16 needs CUDA" in capsys.readouterr().out
     assert noted == (expected == "fp32" and kw.get("enable_deepspeed", True) and "precision" not in kw)
 
@@ -57,10 +56,10 @@ def test_parse_resolves_precision_on_this_machine(tmp_path):
     for name in ("train.csv", "val.csv"):
         (tmp_path / name).write_text("a.mp4 0\n")
     ds = parse("finetune", ["--data_path", str(tmp_path), "--enable_deepspeed"])
-    assert ds.precision == ("fp16" if torch.cuda.is_available() else "fp32")
-    assert parse("finetune", ["--data_path", str(tmp_path)]).precision == "fp32"
+    assert ds.run.precision == ("fp16" if torch.cuda.is_available() else "fp32")
+    assert parse("finetune", ["--data_path", str(tmp_path)]).run.precision == "fp32"
     explicit = parse("finetune", ["--data_path", str(tmp_path), "--enable_deepspeed", "--precision", "bf16"])
-    assert explicit.precision == "bf16"
+    assert explicit.run.precision == "bf16"
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])

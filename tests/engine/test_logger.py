@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -90,8 +89,8 @@ def test_append_json_line(tmp_path: Path) -> None:
 
 
 def test_save_args(tmp_path: Path) -> None:
-    ns = argparse.Namespace(lr=1e-3, output_dir=tmp_path, betas=(0.9, 0.95), flag=True)
-    path = save_args(ns, tmp_path / "out")
+    values = dict(lr=1e-3, output_dir=tmp_path, betas=(0.9, 0.95), flag=True)
+    path = save_args(values, tmp_path / "out")
     assert path == tmp_path / "out" / "args.json"
     assert json.loads(path.read_text()) == {
         "lr": 1e-3,

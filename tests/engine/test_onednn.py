@@ -130,7 +130,7 @@ def _distill_step(argv: list[str]):
     mask[:, ::2] = True
     video = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
     with ops:
-        with autocast_context("cpu", args.precision):  # what the loop enters
+        with autocast_context("cpu", args.run.precision):  # what the loop enters
             loss = task({"video": video, "mask": mask})["loss"]
         loss.backward()
     grads = {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
@@ -206,11 +206,13 @@ def test_auto_takes_onednn_only_where_it_was_measured_faster(
     cpu_class(capability, amd)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     args = cli_args.parse("distill", distill_argv(videos, teacher_ckpt, tmp_path))  # the default: auto
-    assert args.cpu_gemm == expected  # what the run used, as args.json records it
+    assert (
+        args.model.cpu_gemm == expected == args.to_args()["cpu_gemm"]
+    )  # what the run used, as args.json records it
     setup(args)
     assert onednn.enabled() == (expected == "onednn")
     explicit = cli_args.parse("distill", distill_argv(videos, teacher_ckpt, tmp_path, "--cpu_gemm", "onednn"))
-    assert explicit.cpu_gemm == "onednn"
+    assert explicit.model.cpu_gemm == "onednn"
 
 
 def test_auto_under_the_avx2_emulation_is_blas():

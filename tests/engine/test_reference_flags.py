@@ -132,26 +132,31 @@ def test_every_reference_flag_parses_alone_and_all_together(reference, paths):
         parse(job, _base(job, paths) + fragment)
     args = parse(job, [token for fragment in fragments for token in fragment])
     # the reference's meaning of the switches given last on the line
-    assert args.auto_resume is False and args.pin_mem is False
+    assert args.run.auto_resume is False and args.data.pin_mem is False
     if job == "finetune":
-        assert args.save_ckpt is False and args.use_mean_pooling is False
-        assert args.disable_eval_during_finetuning and args.model_ema and args.update_freq == 1
+        assert args.run.save_ckpt is False and args.finetune.use_mean_pooling is False
+        assert (
+            args.finetune.disable_eval_during_finetuning
+            and args.ema.model_ema
+            and args.optim.update_freq == 1
+        )
     else:
-        assert args.normlize_target is True
+        assert (args.mae if job == "pretrain" else args.teacher).normlize_target is True
     if job == "distill":
-        assert (args.onlykd, args.is_att, args.load_decoder, args.distill) == (False, False, False, "hybrid")
+        ref, mode = args.reference, args.mmkd.mode
+        assert (args.teacher.onlykd, ref.is_att, ref.load_decoder, mode) == (False, False, False, "hybrid")
 
 
 def test_reference_short_options_of_the_loss_weights(paths):
     args = parse("distill", _base("distill", paths) + "-r 0.3 -a 0.2 -b 2".split())
-    assert (args.gamma, args.alpha, args.beta) == (0.3, 0.2, 2.0)
+    assert (args.mmkd.gamma, args.mmkd.alpha, args.mmkd.beta) == (0.3, 0.2, 2.0)
 
 
 def test_type_bool_spellings(paths):
     base = _base("distill", paths)
-    assert parse("distill", [*base, "--is_att", "True"]).is_att is True
-    assert parse("distill", [*base, "--no-normlize_target"]).normlize_target is False
-    assert parse("pretrain", [*base[:2], "--normalize_target", "True"]).normlize_target is True
+    assert parse("distill", [*base, "--is_att", "True"]).reference.is_att is True
+    assert parse("distill", [*base, "--no-normlize_target"]).teacher.normlize_target is False
+    assert parse("pretrain", [*base[:2], "--normalize_target", "True"]).mae.normlize_target is True
 
 
 @pytest.mark.parametrize("value", ["False", "0", "maybe"])
@@ -165,8 +170,11 @@ def test_type_bool_value_that_the_reference_would_read_as_true_is_refused(value,
 
 def test_onlykd_trains_the_attention_terms_only(paths, capsys):
     args = parse("distill", [*_base("distill", paths), "--onlykd", "True"])
-    assert args.distill == "onlykd" and "--onlykd" in capsys.readouterr().out
-    assert parse("distill", [*_base("distill", paths), "--onlykd", "--distill", "onlykd"]).distill == "onlykd"
+    assert args.mmkd.mode == "onlykd" and "--onlykd" in capsys.readouterr().out
+    assert (
+        parse("distill", [*_base("distill", paths), "--onlykd", "--distill", "onlykd"]).mmkd.mode == "onlykd"
+    )
+    assert args.to_args()["distill"] == "onlykd"  # the saved arguments keep the reference's dest
 
 
 def test_dist_on_itp_exports_openmpi_ranks(paths, monkeypatch):

@@ -57,7 +57,7 @@ def test_pretraining_entry_point_exempts_mask_token_from_weight_decay(videos, tm
     trainer = Trainer(args, CPU, run_mae_pretraining.build_task(args), [None] * 4)
     groups = _groups_by_name(trainer)
     assert groups["mask_token"]["weight_decay"] == 0.0
-    assert groups["encoder.blocks.0.attn.qkv.weight"]["weight_decay"] == args.weight_decay
+    assert groups["encoder.blocks.0.attn.qkv.weight"]["weight_decay"] == args.optim.weight_decay
 
 
 def _half_masked_clip(b: int = 2) -> dict:
@@ -154,7 +154,7 @@ def _decisions_worker(rank: int, port: int, out) -> None:
     try:
         # each rank validates on its own (no --dist_eval) and sees another accuracy / other files
         checkpointer = SimpleNamespace(
-            env=env, best=50.0, args=SimpleNamespace(resume="", auto_resume=True),
+            env=env, best=50.0, run=SimpleNamespace(resume="", auto_resume=True),
             files=SimpleNamespace(cleanup_temp=lambda: None, latest=lambda: f"checkpoint-{rank}.pth"),
         )  # fmt: skip
         fake = SimpleNamespace(

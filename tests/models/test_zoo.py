@@ -266,7 +266,7 @@ def test_finetune_and_feature_flags_take_hub_ids(offline, videos, tmp_path):  # 
     from tests.engine.conftest import finetune_argv
 
     argv = finetune_argv(videos, tmp_path / "ft", "--finetune", f"hf://{REPO}")
-    assert cli_args.parse("finetune", argv).finetune == f"hf://{REPO}"
+    assert cli_args.parse("finetune", argv).finetune.finetune == f"hf://{REPO}"
     encoder, report = build_feature_encoder("vit_nano_patch8", f"hf://{REPO}", num_frames=8, input_size=32)
     assert "tensors loaded" in report
     p = argparse.ArgumentParser()
