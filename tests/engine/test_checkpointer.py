@@ -57,10 +57,9 @@ def test_save_rotate_resume_round_trip(videos: Path, tmp_path: Path) -> None:
     assert set(saved) == KEYS and saved["global_step"] == steps and saved["epoch"] == 2
     assert _same_tensors(saved["rng"], [get_rng_state()])  # this rank's RNG, as it was at the save
     # the arguments are plain values under the options' dests, every one of them (reference tools read them)
-    assert saved["args"] == trainer.cfg.to_args() and (saved["args"]["batch_size"], saved["args"]["lr"]) == (
-        2,
-        1.5e-4,
-    )
+    assert saved["args"] == trainer.cfg.to_args()
+    args = saved["args"]
+    assert (args["batch_size"], args["lr"], args["decoder_depth"]) == (2, 1.5e-4, 1)
     assert set(saved["args"]) == set(vars(cli_args.build_parser("pretrain").parse_args([])))
 
     torch.manual_seed(123)  # resuming must bring the RNG back to the saved state
