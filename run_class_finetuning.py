@@ -20,12 +20,11 @@ from datasets import build_dataset
 from engine import args as cli_args
 from engine.build import build_classifier
 from engine.cli import run
+from engine.evaluation import eval_source, evaluate, load_for_eval, multiview_test
 from engine.logger import append_json_line
-from engine.loop import evaluate
 from engine.precision import autocast_context
 from engine.runner import Trainer, make_loader, prepare_output, setup
 from engine.tasks import FinetuneTask, clip_erasing
-from engine.testing import eval_source, load_for_eval, multiview_test
 
 
 def build_mixup(args, nb_classes: int) -> Mixup | None:

@@ -30,7 +30,7 @@ from datasets import collate_batch
 from datasets.classification import VideoClsEvalDataset
 from engine.args import UsageError
 from engine.distributed import DistEnv, barrier
-from engine.loop import video_to_device
+from engine.evaluation import video_to_device
 
 logger = logging.getLogger("features")
 FEATURES_FILE = "features.safetensors"

@@ -5,7 +5,7 @@
 ``VideoMAEForVideoClassification`` folder its config.json) and loads it strictly: a head of another
 class count or another architecture is an error, never a silently re-initialised layer.
 `predict_video` averages the softmax of every test view (``segments`` clips x ``crops`` crops,
-the fine-tuning test's sampling and transform), as the multi-view merge does (`engine.multiview`).
+the fine-tuning test's sampling and transform), as the multi-view merge does (`engine.evaluation`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from datasets.loading import read_clip
 from datasets.sampling import ClipSampler
 from datasets.transforms import build_eval_transform
 from engine.args import UsageError
-from engine.loop import video_to_device
+from engine.evaluation import video_to_device
 from models import hf
 from models.convert import build_model, load_strict, recorded_metadata, source_kind
 from models.weights import deepspeed_model_file, read_hf_config, read_state_dict

@@ -1,4 +1,4 @@
-"""The one training loop shared by pre-training, distillation and fine-tuning, and the eval loops."""
+"""The one training loop shared by pre-training, distillation and fine-tuning (evaluation: `engine.evaluation`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from engine import preempt
-from engine.distributed import all_reduce_mean, get_world_size
+from engine.distributed import get_world_size
 from engine.logger import MetricLogger, TensorboardLogger
 from engine.optim import apply_schedules
-from models.targets import normalized
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,11 +38,6 @@ class EpochState:
     def restore(self, saved: dict) -> None:
         for k in self.counters():
             setattr(self, k, int(saved.get(k, 0)))
-
-
-def video_to_device(video: Tensor, device: torch.device) -> Tensor:
-    """Clips to ``device``; uint8 clips (what the engine's data sets return) are normalised there."""
-    return normalized(video.to(device, non_blocking=True))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -270,86 +263,3 @@ def _check_bad_fraction(state: EpochState, limit: float) -> None:
             f"{state.bad_files} of {state.seen_files + state.bad_files} training videos failed to decode "
             f"(more than --max_bad_fraction {limit}); check --data_path / --data_root and the files"
         )
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable[dict],
-    device: torch.device,
-    autocast,
-    print_freq: int = 10,
-    reduce: bool = True,
-) -> dict:
-    """One-clip validation. Broken videos (``valid`` False) are excluded and counted, never replaced.
-
-    ``reduce``: the loader is sharded over ranks (``--dist_eval``), so sum the counts over ranks.
-    """
-    model.eval()
-    meters = MetricLogger()
-    correct1 = correct5 = seen = excluded = 0
-    loss_sum = 0.0
-    for batch in meters.log_every(loader, print_freq, "Val"):
-        if preempt.stop_requested():  # local: ranks may hold different numbers of batches
-            preempt.leave("validation interrupted")
-        valid = torch.as_tensor(batch.get("valid", torch.ones(len(batch["label"]), dtype=torch.bool)))
-        excluded += int((~valid).sum())
-        if not valid.any():
-            continue
-        video = video_to_device(batch["video"][valid], device)
-        label = torch.as_tensor(batch["label"])[valid].to(device)
-        with autocast():
-            logits = model(video).float()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, label, reduction="sum"))
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += int((top5[:, 0] == label).sum())
-        correct5 += int((top5 == label[:, None]).any(dim=1).sum())
-        seen += len(label)
-    totals = torch.tensor([correct1, correct5, seen, excluded, loss_sum], dtype=torch.float64)
-    if reduce:
-        totals = all_reduce_mean(totals) * get_world_size()
-    c1, c5, n, ex, ls = totals.tolist()
-    if ex:
-        print(f"validation: {int(ex)} broken video(s) excluded from the metric")
-    n = max(n, 1)
-    return {
-        "acc1": 100 * c1 / n,
-        "acc5": 100 * c5 / n,
-        "loss": ls / n,
-        "num_videos": int(n),
-        "excluded": int(ex),
-    }
-
-
-@torch.no_grad()
-def predict_views(
-    model: nn.Module, loader: Iterable[dict], device: torch.device, autocast, print_freq: int = 10
-):
-    """Multi-view test: yields (video_id, logits list, label, chunk, crop) per valid view; counts broken ones."""
-    model.eval()
-    meters = MetricLogger()
-    rows, broken = [], set()
-    for batch in meters.log_every(loader, print_freq, "Test"):
-        if preempt.stop_requested():
-            preempt.leave(
-                "multi-view test interrupted (nothing of it written); training checkpoints are complete"
-            )
-        valid = torch.as_tensor(batch["valid"])
-        for j in torch.nonzero(~valid).flatten().tolist():
-            broken.add(batch["video_id"][j])
-        if not valid.any():
-            continue
-        with autocast():
-            logits = model(video_to_device(batch["video"][valid], device)).float().cpu()
-        idx = torch.nonzero(valid).flatten().tolist()
-        for row, j in zip(logits, idx):
-            rows.append(
-                (
-                    batch["video_id"][j],
-                    row.tolist(),
-                    int(batch["label"][j]),
-                    int(batch["chunk"][j]),
-                    int(batch["crop"][j]),
-                )
-            )
-    return rows, sorted(broken)

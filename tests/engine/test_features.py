@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from datasets import build_multiview_dataset
 from datasets.collate import collate_batch
+from engine.evaluation import video_to_device
 from engine.features import build_feature_encoder, pool_features
-from engine.loop import video_to_device
 from engine.probe import train_probe
 from tests.engine.conftest import run_script
 

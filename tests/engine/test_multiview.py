@@ -1,4 +1,4 @@
-"""engine.multiview against the reference multi-view merge fixtures."""
+"""engine.evaluation's view files and merge against the reference multi-view merge fixtures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.multiview import format_view_line, merge_views, softmax_f64, write_rank_file
+from engine.evaluation import format_view_line, merge_views, softmax_f64, write_rank_file
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "reference_parity"
 

@@ -17,7 +17,7 @@ import timm
 import torch
 
 import models  # noqa: F401
-from engine.multiview import merge_views
+from engine.evaluation import merge_views
 from tests.engine.conftest import finetune_argv, run_script
 from tests.engine.test_reference_checkpoints import save_model_layout
 
@@ -169,8 +169,8 @@ def test_test_views_outside_a_shared_output_dir_are_one_line(videos, tmp_path):
     from datasets.collate import collate_batch
     from engine.args import UsageError
     from engine.distributed import DistEnv
+    from engine.evaluation import multiview_test
     from engine.precision import autocast_context
-    from engine.testing import multiview_test
 
     ds = build_multiview_dataset(videos / "test.csv", root=videos, num_frames=8, sampling_rate=2, input_size=32,
                                  short_side_size=32, test_num_segment=1, test_num_crop=1, normalize=False)  # fmt: skip

@@ -22,7 +22,8 @@ from datasets import build_dataset, collate_batch, normalize_video
 from engine import args as cli_args
 from engine.build import build_masked_clips
 from engine.distributed import DistEnv
-from engine.loop import evaluate, predict_views, to_device
+from engine.evaluation import evaluate, predict_views
+from engine.loop import to_device
 from engine.precision import autocast_context
 from engine.runner import Trainer
 from tests.engine.conftest import CLIP, distill_argv, finetune_argv

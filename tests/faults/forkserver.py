@@ -81,8 +81,8 @@ def serve() -> None:
     import datasets  # noqa: F401
     import engine.build  # noqa: F401
     import engine.cli  # noqa: F401
+    import engine.evaluation  # noqa: F401
     import engine.runner  # noqa: F401
-    import engine.testing  # noqa: F401
     import models  # noqa: F401
     import tests.faults.killer  # noqa: F401
 
