@@ -32,3 +32,19 @@ def test_stage_progress_is_one_line_in_a_log_and_live_on_a_terminal(tty, tmp_pat
         assert "\r" not in out
         lines = out.splitlines()
         assert len(lines) == 1 and lines[0].startswith("teacher: VideoMAE pre-training") and "epoch 3/3" in lines[0]
+
+
+def test_the_teachers_repeated_sampling_keeps_the_batch_of_clips(tmp_path):
+    """--teacher_num_sample R: the teacher's command asks R clips per video from batch_size / R
+    videos (the same clips per step); a batch that R does not divide is refused in one line."""
+    a = quickstart.parse(["--teacher_num_sample", "4"])
+    flags = quickstart.pretrain_flags(a, quickstart.TEACHER, 13, 0, tmp_path / "l.csv", tmp_path, (), 4)
+    assert flags[flags.index("--num_sample") + 1] == "4"
+    assert flags[flags.index("--batch_size") + 1] == str(a.batch_size // 4)
+    default = quickstart.parse([])
+    plain = quickstart.pretrain_flags(default, quickstart.TEACHER, 50, 0, tmp_path / "l.csv", tmp_path)
+    assert (default.teacher_num_sample, default.pretrain_epochs) == (1, 50)
+    assert plain[plain.index("--num_sample") + 1] == "1"
+    assert plain[plain.index("--batch_size") + 1] == str(default.batch_size)
+    with pytest.raises(SystemExit):
+        quickstart.parse(["--teacher_num_sample", "3"])
