@@ -99,3 +99,14 @@ def test_readme_objective_example_registers_a_term(monkeypatch):
 @pytest.mark.parametrize("doc", ["INSTALL.md", "MODEL_ZOO.md", "LICENSE"])
 def test_docs_exist(doc):
     assert (ROOT / doc).stat().st_size > 500
+
+
+def test_the_how_to_sections_name_files_that_exist():
+    """Every path the "How to add an objective / a task" sections point at is in the tree."""
+    sections = re.findall(r"^### How to add an? (?:objective|task)\n(.*?)(?=^#)", README, re.S | re.M)
+    assert len(sections) == 2
+    paths = set(re.findall(r"`((?:[\w/]+/)?[\w]+\.py)`", "".join(sections)))
+    assert {"engine/tasks.py", "tests/engine/test_objective_registry.py", "run_mae_pretraining.py"} <= paths
+    for path in paths:
+        found = (ROOT / path).is_file() or (ROOT / "models" / "distill" / path).is_file()
+        assert found, f"README names {path}, which is not in the tree"
