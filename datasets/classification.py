@@ -9,8 +9,7 @@ from .annotations import VideoRecord
 from .bad_data import BadDataTracker
 from .decoding import Decoder
 from .errors import VideoDecodeError
-from .loading import TrainClips, read_clip
-from .pretrain import TrainViews
+from .loading import TrainClips, TrainViews, read_clip
 from .sampling import ClipSampler
 from .transforms import EvalTransform, FinetuneTrainTransform
 

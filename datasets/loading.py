@@ -1,4 +1,5 @@
-"""Read the frames a sampler picks from annotated samples."""
+"""Read the frames a sampler picks from annotated samples (`TrainClips`), and `TrainViews`, the base of
+both training sets (pre-training and fine-tuning)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from .annotations import VideoRecord
 from .bad_data import BadDataTracker, load_with_substitutes
@@ -76,3 +78,23 @@ class TrainClips:
             lambda i: self.records[i].path,
         )
         return frames, self.records[used], n_bad, rng
+
+
+class TrainViews(Dataset):
+    """A training set over `TrainClips` whose items hold ``num_sample`` views of one decoded window:
+    the base of `PretrainDataset` and of fine-tuning's `datasets.classification.VideoClsTrainDataset`.
+
+    Call :meth:`set_epoch` every epoch so clips, crops (and masks) change between epochs.
+    """
+
+    def __init__(self, clips: TrainClips, num_sample: int = 1) -> None:
+        if num_sample < 1:
+            raise ValueError(f"num_sample must be at least 1, got {num_sample}")
+        self.clips = clips
+        self.num_sample = num_sample
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.clips.set_epoch(epoch)

@@ -1,35 +1,14 @@
-"""Pre-training / distillation dataset: masked clips, one or ``num_sample`` per decoded video; and
-`TrainViews`, what it shares with the fine-tuning training set."""
+"""Pre-training / distillation dataset: masked clips, one or ``num_sample`` per decoded video (its base,
+`TrainViews`, shared with the fine-tuning training set, is in `datasets.loading`)."""
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
 
 from .collate import stack_in_memory_order
-from .loading import TrainClips, read_clip
+from .loading import TrainClips, TrainViews, read_clip
 from .masking import RandomMaskingGenerator, TubeMaskingGenerator
 from .transforms import PretrainTransform
-
-
-class TrainViews(Dataset):
-    """A training set over `TrainClips` whose items hold ``num_sample`` views of one decoded window:
-    the base of `PretrainDataset` and of fine-tuning's `datasets.classification.VideoClsTrainDataset`.
-
-    Call :meth:`set_epoch` every epoch so clips, crops (and masks) change between epochs.
-    """
-
-    def __init__(self, clips: TrainClips, num_sample: int = 1) -> None:
-        if num_sample < 1:
-            raise ValueError(f"num_sample must be at least 1, got {num_sample}")
-        self.clips = clips
-        self.num_sample = num_sample
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.clips.set_epoch(epoch)
 
 
 class PretrainDataset(TrainViews):
