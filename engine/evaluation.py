@@ -17,13 +17,12 @@ and which checkpoint the reference's ``--eval`` tests.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -37,6 +36,9 @@ from engine.distributed import DistEnv, all_reduce_mean, barrier, broadcast_obje
 from engine.logger import MetricLogger
 from models.targets import normalized
 from models.weights import CheckpointError, deepspeed_model_file, read_state_dict
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
 
 
 def video_to_device(video: Tensor, device: torch.device) -> Tensor:
@@ -392,15 +394,15 @@ def newest_checkpoint(output_dir: str) -> Path | None:
     return newest
 
 
-def eval_source(args: argparse.Namespace) -> str | None:
+def eval_source(run: RunConfig) -> str | None:
     """What the reference's ``--eval`` tests (spec §8): ``--resume``, else (``--auto_resume``) the
     newest checkpoint in ``--output_dir``; None: the ``--finetune`` weights the model was built with.
     Chosen on rank 0 and broadcast, so every rank tests the same weights."""
     path = None
-    if args.resume:
-        path = args.resume
-    elif args.auto_resume and args.output_dir:
-        newest = newest_checkpoint(args.output_dir)
+    if run.resume:
+        path = run.resume
+    elif run.auto_resume and run.output_dir:
+        newest = newest_checkpoint(run.output_dir)
         path = None if newest is None else str(newest)
     return broadcast_object(path)
 

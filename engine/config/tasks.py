@@ -104,14 +104,6 @@ class TaskConfig:
                 parts[name] = replace(current, **{f.name: values[f.name] for f in fields(current)})
         return replace(defaults, **parts)
 
-    def __getattr__(self, name: str) -> Any:  # TRANSITIONAL (issue 22.1): flat reads until every caller reads sections
-        if name.startswith("_"):
-            raise AttributeError(name)
-        values = self.to_args()
-        if name not in values:
-            raise AttributeError(f"{type(self).__name__} has no {name!r}")
-        return values[name]
-
     def to_args(self) -> dict[str, Any]:
         """``{dest: value}`` of every option of the task, in the parser's order (the saved arguments)."""
         out: dict[str, Any] = {}
