@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
-exec python3 -m pytest -q --durations=25 "$@"  # the slowest tests, for keeping the suite fast
+# One pytest-xdist worker per core (-n auto), whole files per worker (their module fixtures are
+# built once); a long test's subprocesses no longer leave the other core idle. Serial: -p no:xdist.
+exec python3 -m pytest -q -n auto --dist loadfile --durations=25 "$@"  # the slowest tests, for keeping the suite fast

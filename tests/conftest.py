@@ -13,7 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FIXTURES = Path(os.environ.get("MMKD_FIXTURES", ROOT.parent / "shared" / "fixtures" / "reference_parity"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# scripts/run_tests.sh runs the suite on pytest-xdist workers (one per core): the cores are split
+# between them, and the entry points a test starts inherit the same share.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+torch.set_num_threads(_THREADS)
 
 
 def load_fixture(name: str) -> dict:
