@@ -96,11 +96,14 @@ def _cpu_ms(fn, n: int) -> float:
 
 def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
     tmp = tempfile.mkdtemp(prefix="bench_qs_")
-    lists = make_synthetic_dataset(
-        tmp, num_classes=5, videos_per_class=max(1, args.videos // 5), num_frames=32, width=96, height=72,
-        seed=1, val_fraction=0.0, test_fraction=0.0, speed=2.0, scene="camera", workers=1,
-    )  # fmt: skip
     quickstart = _quickstart()
+    scene = quickstart.SCENE  # the quickstart's videos: size, speed, scene, key-frame interval
+    width, height = (int(v) for v in scene["size"].split("x"))
+    lists = make_synthetic_dataset(
+        tmp, num_classes=5, videos_per_class=max(1, args.videos // 5), num_frames=32, width=width, height=height,
+        seed=1, val_fraction=0.0, test_fraction=0.0, speed=float(scene["speed"]), scene=scene["scene"],
+        gop=int(scene["gop"]), workers=1,
+    )  # fmt: skip
     qs = quickstart.parse([])  # the quickstart's defaults
     flags = quickstart.pretrain_flags(qs, quickstart.TEACHER, qs.pretrain_epochs, 0, Path(lists["pretrain"]),
                                       Path(tmp) / "out", quickstart.TEACHER_FLAGS)  # fmt: skip

@@ -41,6 +41,17 @@ from .errors import TOOL_ERRORS, AnnotationError
 _ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, EOFError)
 
 
+def fast_decode_options(crf: int, gop: int, x264_params: str = "") -> dict[str, str]:
+    """libx264 options of a fast-decoding file (the module docstring says why), one encoder thread.
+
+    A key frame every ``gop`` frames (no scene-cut ones in between), B-frames that are never
+    references: a clip decodes from a near key frame and skips the B-frames it does not use.
+    ``x264_params`` adds ``key=value`` pairs (``:``-separated). Shared with ``datasets.synthetic``.
+    """
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:b-pyramid=none" + (f":{x264_params}" if x264_params else "")
+    return {"crf": str(crf), "preset": "fast", "tune": "fastdecode", "threads": "1", "x264-params": params}
+
+
 @dataclass(frozen=True)
 class TranscodeJob:
     """One video: source, destination and encoder settings."""
@@ -82,15 +93,7 @@ def _encode(job: TranscodeJob, tmp: str) -> None:
             out.width, out.height, out.pix_fmt = width, height, "yuv420p"
             time_base = Fraction(1, 1) / Fraction(rate)
             out.codec_context.time_base = time_base
-            out.options = {
-                "crf": str(job.crf),
-                "preset": "fast",
-                "tune": "fastdecode",
-                "threads": "1",
-                # A key frame every gop frames (no scene-cut ones in between), B-frames that are never
-                # references: a clip decodes from a near key frame and skips the B-frames it does not use.
-                "x264-params": f"keyint={job.gop}:min-keyint={job.gop}:scenecut=0:b-pyramid=none",
-            }
+            out.options = fast_decode_options(job.crf, job.gop)
             for frame in source.decode(stream):
                 image = frame.reformat(width=width, height=height, format="yuv420p")
                 # Re-timed at the stream's rate, in decode output order: count and order are kept.

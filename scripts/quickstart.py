@@ -111,6 +111,16 @@ TEACHER = "pretrain_videomae_nano_patch8"
 TEACHER_FLAGS = ("--mask_type", "random")
 
 
+# The generated videos (both sets), as datasets.synthetic flags. --gop 16: written as datasets.transcode
+# writes (a key frame every 16 frames, x264's fastdecode tune): the same scenes in ~60 % of the decoding
+# time, which was ~60 % of the teacher stage's work (benchmarks/bench_quickstart.py, 2-core AVX2 Zen 3).
+SCENE = {"size": "96x72", "speed": "2", "scene": "camera", "gop": "16"}
+
+
+def scene_flags() -> list[str]:
+    return [x for key, value in SCENE.items() for x in (f"--{key}", value)]
+
+
 def clip_flags(a: argparse.Namespace) -> list[str]:
     """The clip, loader and device flags every stage shares."""
     return ["--num_frames", str(a.num_frames), "--sampling_rate", "2", "--input_size", str(a.input_size),
@@ -192,7 +202,7 @@ def main() -> None:
     # Camera motions (the whole view pans / zooms): in the object scene a small shape's motion covers
     # a few patches, and a VideoMAE teacher of this size learnt it for fine-tuning but not so that its
     # frozen features told the classes apart better than a random network's.
-    scene = ["--frames", str(frames), "--size", "96x72", "--speed", "2", "--scene", "camera"]
+    scene = ["--frames", str(frames), *scene_flags()]
     stages.append(run_stage("generate data", py + ["-m", "datasets.synthetic", "--out", str(data),
         "--num_classes", str(a.num_classes), "--videos_per_class", str(a.videos_per_class), *scene, "--seed", "0"],
         logs / "data.log"))  # fmt: skip

@@ -72,6 +72,43 @@ def test_cli(tmp_path: Path, capsys) -> None:
         main(["--out", str(tmp_path), "--size", "32by24"])
 
 
+def _key_frames(path: Path) -> list[int]:
+    import av
+
+    with av.open(str(path)) as container:
+        packets = sorted((p for p in container.demux(video=0) if p.size), key=lambda p: p.pts)
+        return [i for i, p in enumerate(packets) if p.is_keyframe]
+
+
+def test_gop_writes_fast_decoding_videos_of_the_same_scenes(tmp_path: Path, capsys) -> None:
+    """``--gop N`` (the quickstart's videos): a key frame every N frames and x264's fastdecode tune, as
+    ``datasets.transcode`` writes; the same frames to within compression noise, fixed by the seed.
+    Without it, x264's defaults (one key frame in a video this short), as before."""
+    kwargs = {"num_classes": 2, "videos_per_class": 2, "num_frames": 32, "width": 96, "height": 72, "seed": 3,
+              "speed": 2, "scene": "camera", "val_fraction": 0, "test_fraction": 0, "workers": 1}  # fmt: skip
+    plain = make_synthetic_dataset(tmp_path / "plain", **kwargs)
+    fast = make_synthetic_dataset(tmp_path / "fast", gop=16, **kwargs)
+    again = make_synthetic_dataset(tmp_path / "again", gop=16, **{**kwargs, "workers": 2})
+    for line in Path(plain["train"]).read_text().splitlines():
+        rel = line.rsplit(" ", 1)[0]
+        assert _key_frames(tmp_path / "plain" / rel) == [0]
+        assert _key_frames(tmp_path / "fast" / rel) == [0, 16]
+        assert (tmp_path / "fast" / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes()
+        with open_video(tmp_path / "plain" / rel, "pyav") as a, open_video(tmp_path / "fast" / rel, "pyav") as b:
+            assert len(a) == len(b) == 32
+            x, y = a.get_frames(range(32)).float(), b.get_frames(range(32)).float()
+        assert (x - y).abs().mean() < 4.0  # compression noise (~2.3 grey levels), not another scene
+        assert (x[1:] - x[:-1]).abs().mean() > 8.0  # ... while the scene moves ~15 levels per frame
+    main(["--out", str(tmp_path / "cli"), "--num_classes", "1", "--videos_per_class", "1", "--frames", "8",
+          "--size", "32x24", "--val_fraction", "0", "--test_fraction", "0", "--workers", "1", "--gop", "4"])  # fmt: skip
+    assert _key_frames(tmp_path / "cli" / "videos" / "up" / "up_0000.mp4") == [0, 4]
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bad"), "--gop", "-1"])
+    assert "--gop must be 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="gop must be"):
+        make_synthetic_dataset(tmp_path / "bad", gop=-2)
+
+
 def test_argument_checks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="even"):
         make_synthetic_dataset(tmp_path, width=33, height=24)
