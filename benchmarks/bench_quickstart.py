@@ -102,7 +102,7 @@ def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
     lists = make_synthetic_dataset(
         tmp, num_classes=5, videos_per_class=max(1, args.videos // 5), num_frames=32, width=width, height=height,
         seed=1, val_fraction=0.0, test_fraction=0.0, speed=float(scene["speed"]), scene=scene["scene"],
-        gop=int(scene["gop"]), workers=1,
+        gop=int(scene.get("gop", 0)), workers=1,
     )  # fmt: skip
     qs = quickstart.parse([])  # the quickstart's defaults
     flags = quickstart.pretrain_flags(qs, quickstart.TEACHER, qs.pretrain_epochs, 0, Path(lists["pretrain"]),

@@ -6,8 +6,8 @@ VideoMAE lists ``train.csv``, ``val.csv``, ``test.csv``, ``pretrain.csv`` (the t
 paths relative to DIR, plus ``classes.txt``. Output is fixed by the seed (every video has its own
 generator; x264 runs single-threaded, without macroblock-tree) and does not depend on the number
 of workers or the run. ``--gop N`` writes them as ``datasets.transcode`` does (a key frame every N
-frames, x264's ``fastdecode`` tune, no B-frame pyramid): the same scenes, decoded in ~60 % of the
-time (the quickstart's videos; measured there).
+frames, x264's ``fastdecode`` tune, no B-frame pyramid): the same scenes, a clip of the quickstart's
+decoded in ~60 % of the time (scripts/quickstart.py says why it keeps the defaults).
 See :mod:`datasets.synthetic_scene` for why a single frame does not reveal the class.
 """
 
