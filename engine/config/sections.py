@@ -325,13 +325,19 @@ _PRETRAINED = "only '' (the default): models are not loaded at creation; use --r
 
 
 @dataclass
-class MaskedReference:
-    """Pre-training's reference flags (distillation adds its own)."""
+class _Normalisation:
+    """The reference flag every task's parser has."""
 
     imagenet_default_mean_and_std: bool = option(
         True, "--imagenet_default_mean_and_std", action="store_true",
         help=f"{UNUSED}: clips are always normalised with the ImageNet mean / std, as in the reference",
     )  # fmt: skip
+
+
+@dataclass
+class MaskedReference(_Normalisation):
+    """Pre-training's reference flags (distillation adds its own)."""
+
     color_jitter: float = option(
         0.0, "--color_jitter", metavar="PCT", help=f"{UNUSED} (the reference never reads it)"
     )
@@ -361,11 +367,7 @@ class DistillReference(MaskedReference):
 
 
 @dataclass
-class FinetuneReference:
-    imagenet_default_mean_and_std: bool = option(
-        True, "--imagenet_default_mean_and_std", action="store_true",
-        help=f"{UNUSED}: clips are always normalised with the ImageNet mean / std, as in the reference",
-    )  # fmt: skip
+class FinetuneReference(_Normalisation):
     color_jitter: float = option(
         0.4, "--color_jitter", metavar="PCT", help=f"{UNUSED} (the reference never reads it)"
     )
