@@ -81,20 +81,22 @@ def _key_frames(path: Path) -> list[int]:
 
 
 def test_gop_writes_fast_decoding_videos_of_the_same_scenes(tmp_path: Path, capsys) -> None:
-    """``--gop N`` (the quickstart's videos): a key frame every N frames and x264's fastdecode tune, as
-    ``datasets.transcode`` writes; the same frames to within compression noise, fixed by the seed.
+    """``--gop N``: a key frame every N frames and x264's fastdecode tune, as ``datasets.transcode``
+    writes; the same frames to within compression noise, fixed by the seed.
     Without it, x264's defaults (one key frame in a video this short), as before."""
     kwargs = {"num_classes": 2, "videos_per_class": 2, "num_frames": 32, "width": 96, "height": 72, "seed": 3,
               "speed": 2, "scene": "camera", "val_fraction": 0, "test_fraction": 0, "workers": 1}  # fmt: skip
     plain = make_synthetic_dataset(tmp_path / "plain", **kwargs)
     fast = make_synthetic_dataset(tmp_path / "fast", gop=16, **kwargs)
     again = make_synthetic_dataset(tmp_path / "again", gop=16, **{**kwargs, "workers": 2})
+    roots = [Path(result["root"]) for result in (plain, fast, again)]
     for line in Path(plain["train"]).read_text().splitlines():
         rel = line.rsplit(" ", 1)[0]
-        assert _key_frames(tmp_path / "plain" / rel) == [0]
-        assert _key_frames(tmp_path / "fast" / rel) == [0, 16]
-        assert (tmp_path / "fast" / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes()
-        with open_video(tmp_path / "plain" / rel, "pyav") as a, open_video(tmp_path / "fast" / rel, "pyav") as b:
+        plain_video, fast_video, again_video = (root / rel for root in roots)
+        assert _key_frames(plain_video) == [0]
+        assert _key_frames(fast_video) == [0, 16]
+        assert fast_video.read_bytes() == again_video.read_bytes()
+        with open_video(plain_video, "pyav") as a, open_video(fast_video, "pyav") as b:
             assert len(a) == len(b) == 32
             x, y = a.get_frames(range(32)).float(), b.get_frames(range(32)).float()
         assert (x - y).abs().mean() < 4.0  # compression noise (~2.3 grey levels), not another scene
