@@ -125,7 +125,8 @@ class PyAVVideo:
     All packets are demuxed once (cheap; the compressed clip fits in memory) so frame ``i`` is the
     ``i``-th presentation timestamp, as in decord. A request decodes from the last key frame at or
     before its first frame, and tells the decoder to drop non-reference frames that are not
-    requested (``skip_frame="NONREF"``), which leaves the requested frames bit-identical. Colour
+    requested (``skip_frame="NONREF"``), which leaves the requested frames bit-identical; in a stream
+of key frames only (MJPEG, all-intra H.264) only the requested frames are decoded. Colour
     conversion (and an optional resize) happens only for requested frames.
 
     Demuxing only what a clip needs (an index of timestamps and key frames, then a seek) was
@@ -161,6 +162,9 @@ class PyAVVideo:
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else None
         self._rank = _presentation_ranks(self._packets)
+        # Every packet a key frame (MJPEG, all-intra H.264): each frame decodes on its own, so a
+        # request sends only its own packets (8 of a 16-frame span at stride 2, not all 16).
+        self._intra_only = self._rank is not None and all(p.is_keyframe for p in self._packets)
         self._started = False
 
     def __len__(self) -> int:
@@ -202,8 +206,11 @@ class PyAVVideo:
             codec.flush_buffers()
         self._started = True
         start, stop = (0, len(self._packets)) if self._rank is None else self._packet_span(wanted)
+        packets = self._packets[start:stop]
+        if self._intra_only:
+            packets = [p for p in packets if self._rank[p.pts] in wanted]
         position = 0  # output order: the index when timestamps cannot give it
-        for packet in self._packets[start:stop]:
+        for packet in packets:
             if self._rank is not None:
                 codec.skip_frame = "DEFAULT" if self._rank[packet.pts] in wanted else "NONREF"
             for frame in codec.decode(packet):

@@ -1,6 +1,7 @@
 """PyAV's clip fast path (start at a key frame, stop after the last wanted frame, skip unwanted
-non-reference frames) returns the same uint8 frames as decoding the whole file, on every container
-and codec the public data sets ship, at clip positions that stress the key-frame choice.
+non-reference frames; in key-frame-only streams send only the wanted packets) returns the same uint8
+frames as decoding the whole file, on every container and codec the public data sets ship (and the
+quickstart's Motion JPEG), at clip positions that stress the key-frame choice.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ FRAMES = 60
 GOP = 12  # key frames at 0, 12, 24, ...: clips start on, just after and just before one
 
 
-def _encode(path: Path, codec: str, *, options: dict[str, str] | None = None, bframes: int = 0) -> str:
+def _encode(
+    path: Path, codec: str, *, options: dict[str, str] | None = None, bframes: int = 0, pix_fmt: str = "yuv420p"
+) -> str:
     rng = np.random.default_rng(1)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
         stream.gop_size = GOP
         if options:
             stream.options = options
@@ -52,6 +55,9 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "mpeg4_avi": _encode(root / "u.avi", "mpeg4"),
         "mpeg4_avi_bframes": _encode(root / "b.avi", "mpeg4", bframes=2),
         "vp9_webm": _encode(root / "s.webm", "libvpx-vp9"),
+        # key frames only: the quickstart's videos (datasets.synthetic --codec mjpeg), all-intra H.264
+        "mjpeg_avi": _encode(root / "m.avi", "mjpeg", pix_fmt="yuvj420p"),
+        "h264_intra": _encode(root / "i.mp4", "libx264", options={"x264-params": "keyint=1:min-keyint=1"}),
     }
 
 
@@ -69,7 +75,8 @@ def _clips(length: int) -> list[list[int]]:
     return clips + [[length - 1], [GOP], [GOP - 1, GOP], [length - 1, 0, GOP, GOP]]
 
 
-KINDS = ["h264_mp4", "h264_transcoded", "mpeg4_avi", "mpeg4_avi_bframes", "vp9_webm"]
+KINDS = ["h264_mp4", "h264_transcoded", "mpeg4_avi", "mpeg4_avi_bframes", "vp9_webm", "mjpeg_avi", "h264_intra"]
+INTRA_ONLY = {"mjpeg_avi", "h264_intra"}
 
 
 def _check_against_full_decode(path: str) -> None:
@@ -102,3 +109,28 @@ def test_a_broken_seek_fails_the_check(
     expected = AssertionError if kind == "mpeg4_avi" else VideoDecodeError
     with pytest.raises(expected):
         _check_against_full_decode(videos[kind])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_key_frame_only_streams_decode_only_the_wanted_frames(
+    videos: dict[str, str], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream of key frames only decodes each clip's own frames (8 of a 16-frame span at stride 2);
+    any other stream decodes from its key frame on, so that the frames stay exact."""
+    decoded: list[int] = []
+    original = PyAVVideo._frames
+
+    def counted(self: PyAVVideo, wanted: set[int]):
+        for index, frame in original(self, wanted):
+            decoded.append(index)
+            yield index, frame
+
+    monkeypatch.setattr(PyAVVideo, "_frames", counted)
+    with PyAVVideo(videos[kind]) as video:
+        assert video._intra_only == (kind in INTRA_ONLY)
+        clip = list(range(GOP + 1, GOP + 17, 2))
+        video.get_frames(clip)
+    if kind in INTRA_ONLY:
+        assert decoded == clip
+    else:
+        assert len(decoded) > len(clip) and set(clip) <= set(decoded)
