@@ -6,8 +6,9 @@ VideoMAE lists ``train.csv``, ``val.csv``, ``test.csv``, ``pretrain.csv`` (the t
 paths relative to DIR, plus ``classes.txt``. Output is fixed by the seed (every video has its own
 generator; x264 runs single-threaded, without macroblock-tree) and does not depend on the number
 of workers or the run. ``--gop N`` writes them as ``datasets.transcode`` does (a key frame every N
-frames, x264's ``fastdecode`` tune, no B-frame pyramid): the same scenes, a clip of the quickstart's
-decoded in ~60 % of the time (scripts/quickstart.py says why it keeps the defaults).
+frames, x264's ``fastdecode`` tune, no B-frame pyramid): the same scenes; ``--gop 1`` (every frame a
+key frame, the quickstart's videos) lets a clip decode only its own frames (scripts/quickstart.py
+says why that setting).
 See :mod:`datasets.synthetic_scene` for why a single frame does not reveal the class.
 """
 
@@ -192,22 +193,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.gop < 0:
         parser.error(f"--gop must be 0 (x264's defaults) or a positive key-frame interval, got {args.gop}")
-    result = make_synthetic_dataset(
-        args.out,
-        num_classes=args.num_classes,
-        videos_per_class=args.videos_per_class,
-        num_frames=args.frames,
-        width=args.size[0],
-        height=args.size[1],
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        fps=args.fps,
-        speed=args.speed,
-        workers=args.workers,
-        scene=args.scene,
-        gop=args.gop,
-    )
+    try:
+        result = make_synthetic_dataset(
+            args.out,
+            num_classes=args.num_classes,
+            videos_per_class=args.videos_per_class,
+            num_frames=args.frames,
+            width=args.size[0],
+            height=args.size[1],
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            fps=args.fps,
+            speed=args.speed,
+            workers=args.workers,
+            scene=args.scene,
+            gop=args.gop,
+        )
+    except ValueError as err:  # a value the generator refuses: one usage line naming it
+        parser.error(str(err))
     print(f"wrote {args.num_classes * args.videos_per_class} videos and lists under {result['root']}")
 
 

@@ -104,11 +104,29 @@ def test_gop_writes_fast_decoding_videos_of_the_same_scenes(tmp_path: Path, caps
     main(["--out", str(tmp_path / "cli"), "--num_classes", "1", "--videos_per_class", "1", "--frames", "8",
           "--size", "32x24", "--val_fraction", "0", "--test_fraction", "0", "--workers", "1", "--gop", "4"])  # fmt: skip
     assert _key_frames(tmp_path / "cli" / "videos" / "up" / "up_0000.mp4") == [0, 4]
+    # --gop 1, the quickstart's videos: every frame a key frame
+    main(["--out", str(tmp_path / "intra"), "--num_classes", "1", "--videos_per_class", "1", "--frames", "8",
+          "--size", "32x24", "--val_fraction", "0", "--test_fraction", "0", "--workers", "1", "--gop", "1"])  # fmt: skip
+    assert _key_frames(tmp_path / "intra" / "videos" / "up" / "up_0000.mp4") == list(range(8))
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "bad"), "--gop", "-1"])
     assert "--gop must be 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="gop must be"):
         make_synthetic_dataset(tmp_path / "bad", gop=-2)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--speed", "0"], "speed must be positive"), (["--size", "33x24"], "size must be even"),
+     (["--frames", "1"], "at least 2 frames"), (["--val_fraction", "0.6", "--test_fraction", "0.6"], "no training video")],
+)  # fmt: skip
+def test_cli_bad_values_are_one_usage_line(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), "--workers", "1", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse's usage, then one error line
+    assert "error:" in last and message in last and "Traceback" not in err
 
 
 def test_argument_checks(tmp_path: Path) -> None:
