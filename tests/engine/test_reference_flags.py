@@ -235,6 +235,15 @@ def test_no_save_ckpt_and_no_eval_during_finetuning(videos, tmp_path):
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert not any(k.startswith("val_") for k in log[0]) and "train_loss" in log[0]
     assert log[-1]["final_test"]["num_videos"] == 3
+    # Validating after each epoch changes nothing the run reports (the quickstart leaves it out): the
+    # same training losses and the same final multi-view test.
+    validated = tmp_path / "ft_val"
+    proc = run_script("run_class_finetuning.py", finetune_argv(videos, validated, "--no_save_ckpt", "--use_cls"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with_val = [json.loads(line) for line in (validated / "log.txt").read_text().splitlines()]
+    assert any(k.startswith("val_") for k in with_val[0])
+    assert with_val[0]["train_loss"] == log[0]["train_loss"]
+    assert with_val[-1]["final_test"] == log[-1]["final_test"]
 
 
 def _classifier_args(paths: dict[str, str], *extra: str):
