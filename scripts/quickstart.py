@@ -1,8 +1,10 @@
 """The whole method on generated videos, on a laptop CPU, in minutes.
 
-Stages (each one runs the real entry point in its own process, as a user would):
-  1. generate a small action dataset (H.264 videos of camera motions: no single frame tells the
-     class) and a 10x larger unlabelled set from the same generator for the teacher
+Stages (each one runs the real entry point in its own process, as a user would; on Linux that
+process is forked from this one after it has imported torch, timm and the packages once, which
+spares each stage ~5 s of interpreter start on a 2-core CPU):
+  1. generate a small action dataset (H.264 videos of camera motions, every frame a key frame: no
+     single frame tells the class) and a 10x larger unlabelled set from the same generator for the teacher
   2. VideoMAE pre-training of a teacher (nano preset) on the unlabelled set
   3. MMKD distillation of a smaller student (pico preset) from that teacher
   4. VideoMAE pre-training of the same student architecture for as many epochs (baseline)
@@ -24,13 +26,16 @@ mean ± std.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
+import runpy
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +116,14 @@ TEACHER = "pretrain_videomae_nano_patch8"
 TEACHER_FLAGS = ("--mask_type", "random")
 
 
-# The generated videos (both sets), as datasets.synthetic flags. x264's defaults, not "--gop 16" (written
-# as datasets.transcode writes): on a 2-core AVX2 Zen 3 that decoded a clip in 2.5 ms instead of 4.0 and
-# ran the default command in 1206 s instead of 1388, but over --seeds 3 the MMKD student's probe fell
-# below the VideoMAE student's (31.7 vs 32.7; seed 0: 29 against 39 with these videos), so the evidence
-# did not hold (README §1).
-SCENE = {"size": "96x72", "speed": "2", "scene": "camera"}
+# The generated videos (both sets), as datasets.synthetic flags. "--gop 1": every frame an H.264 key
+# frame (x264, crf 23, fastdecode), so a clip decodes only its 8 frames instead of the ~24 from frame 0
+# on (x264's defaults): 1.9 ms a clip instead of 3.0 on a 2-core AVX2 Zen 3, and the teacher's stage in
+# about half the time. Measured and not taken (README §1): Motion JPEG (1.2 ms) left the teacher's
+# probe 6-7 points above a random network's (its sharper frames make the normalised-pixel target
+# noisier: the loss barely left its plateau), and "--gop 16" (2.5 ms) put the MMKD student's probe
+# below the VideoMAE student's over --seeds 3 (31.7 vs 32.7).
+SCENE = {"size": "96x72", "speed": "2", "scene": "camera", "gop": "1"}
 
 
 def scene_flags() -> list[str]:
@@ -148,6 +155,84 @@ def pretrain_flags(
             "--output_dir", str(odir), "--log_dir", str(odir / "tb")]  # fmt: skip
 
 
+_forking = False  # set by preload(): stages are forked from this process, not started afresh
+
+
+def preload() -> bool:
+    """Imports what every stage imports (torch, timm, PyAV, the packages), so that each stage can be
+    a fork of this process instead of a new interpreter. Linux only, where forking a process that has
+    imported torch but run no tensor operation is safe (no thread pool exists yet); elsewhere, or with
+    ``QUICKSTART_FORK=0``, every stage starts a new interpreter."""
+    global _forking
+    if sys.platform != "linux" or os.environ.get("QUICKSTART_FORK", "1") == "0":
+        return False
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import av  # noqa: F401
+    import timm  # noqa: F401
+    import torch  # noqa: F401
+
+    import datasets.synthetic  # noqa: F401
+    import engine.build  # noqa: F401
+    import engine.evaluation  # noqa: F401
+    import engine.runner  # noqa: F401
+    import models  # noqa: F401
+
+    _forking = True
+    return True
+
+
+def _forked_main(argv: list[str]) -> None:
+    """In the forked child: runs ``python -u argv...`` (a script or ``-m module``) as ``__main__``,
+    then exits as that interpreter would (exit status, atexit handlers, flushed streams). Never
+    returns."""
+    code = 1
+    try:
+        os.chdir(ROOT)
+        # new streams on the pipe (fds 1 and 2), line-buffered as -u: the parent reads line by line;
+        # the inherited objects may hold the parent's unwritten output or not write to fd 1 at all
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115 (the process ends with os._exit)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        if argv[0] == "-m":
+            sys.argv = argv[1:]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            runpy.run_path(argv[0], run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("message"), as the interpreter prints it
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _start(cmd: list[str]):
+    """Starts ``cmd``; returns (its pid, a text stream of its stdout + stderr)."""
+    if _forking and cmd[:2] == [sys.executable, "-u"]:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            os.dup2(write, 1)
+            os.dup2(write, 2)
+            os.close(write)
+            _forked_main(cmd[2:])
+        os.close(write)
+        return pid, os.fdopen(read, "r", encoding="utf-8", errors="replace")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc.pid, proc.stdout
+
+
 def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
     """Runs one entry point as a child process, the whole output in ``log``. On a terminal one live
     progress line (rewritten per epoch); elsewhere (a log file, CI, ``tee``) one line when it ends."""
@@ -158,8 +243,9 @@ def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
     shown = ""
     with open(log, "w") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
+        fh.flush()  # not written twice by a forked child
+        pid, output = _start(cmd)
+        for line in output:
             fh.write(line)
             found = _EPOCH.search(line)
             if found and epochs:
@@ -168,7 +254,8 @@ def run_stage(name: str, cmd: list[str], log: Path, epochs: int = 0) -> Stage:
                     print(f"\r{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", end="", flush=True)
             elif "error" in line:
                 print(f"\n  {line.rstrip()[:160]}" if live else f"{name}: {line.rstrip()[:160]}", flush=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        output.close()
+        _, status, usage = os.wait4(pid, 0)
     print(f"{chr(13) if live else ''}{name:58s} {shown:14s} {time.perf_counter() - start:6.0f}s", flush=True)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"quickstart: stage '{name}' failed; see {log}")
@@ -192,6 +279,7 @@ def main() -> None:
     a = parse()
     # The stages' compute threads: the cores the loader workers leave (unless the user set it).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - a.workers)))
+    preload()  # after OMP_NUM_THREADS: the OpenMP runtime reads it when torch loads
     out = Path(a.out).resolve()
     data, teacher_data, logs = out / "data", out / "teacher_data", out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -249,6 +337,7 @@ def main() -> None:
             "--model", "vit_pico_patch8", "--batch_size", str(a.batch_size), "--num_sample", "1", "--epochs", str(a.finetune_epochs),
             "--warmup_epochs", "1", "--lr", str(a.finetune_lr), "--min_lr", "1e-5", "--layer_decay", "0.9", "--aa", "none",
             "--reprob", "0", "--smoothing", "0.1", "--short_side_size", str(a.input_size), "--test_num_segment", "2", "--test_num_crop", "2",
+            "--disable_eval_during_finetuning",
             "--save_ckpt_freq", "1000", "--output_dir", str(odir), "--log_dir", str(odir / "tb"),
             *(["--finetune", init] if init else [])], logs / f"finetune_{label}.log", a.finetune_epochs)  # fmt: skip
         stage.result = {"top1": last_json(odir / "log.txt").get("final_test", {}).get("top1", float("nan"))}

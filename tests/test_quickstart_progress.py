@@ -48,3 +48,46 @@ def test_the_teachers_repeated_sampling_keeps_the_batch_of_clips(tmp_path):
     assert plain[plain.index("--batch_size") + 1] == str(default.batch_size)
     with pytest.raises(SystemExit):
         quickstart.parse(["--teacher_num_sample", "3"])
+
+
+_SCRIPT = """
+import atexit, sys
+atexit.register(lambda: print("atexit ran"))
+for e in range(2):
+    print(f"Epoch [{e}]  [0/1]  loss: 1.0")
+print("argv", sys.argv[1:])
+if "--fail" in sys.argv:
+    sys.exit(3)
+if "--raise" in sys.argv:
+    raise RuntimeError("boom")
+"""
+
+
+def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monkeypatch, capsys):
+    """With preload() (Linux), a stage is a fork of the quickstart's process: it runs the script as
+    ``__main__`` with its own argv, output, exit status and atexit handlers, as ``python -u`` would."""
+    if sys.platform != "linux":
+        pytest.skip("stages are forked on Linux only")
+    monkeypatch.setattr(quickstart, "_forking", True)
+    script = tmp_path / "stage.py"
+    script.write_text(_SCRIPT)
+    py = [sys.executable, "-u"]
+    stage = quickstart.run_stage("ok", [*py, str(script), "--x", "1"], tmp_path / "ok.log", epochs=2)
+    log = (tmp_path / "ok.log").read_text()
+    assert log.count("loss: 1.0\n") == 2 and "argv ['--x', '1']" in log and "atexit ran" in log
+    assert "epoch 2/2" in capsys.readouterr().out and stage.peak_mib > 0
+    with pytest.raises(SystemExit, match="stage 'exits 3' failed"):
+        quickstart.run_stage("exits 3", [*py, str(script), "--fail"], tmp_path / "fail.log")
+    assert "atexit ran" in (tmp_path / "fail.log").read_text()
+    with pytest.raises(SystemExit, match="stage 'raises' failed"):
+        quickstart.run_stage("raises", [*py, str(script), "--raise"], tmp_path / "raise.log")
+    assert "RuntimeError: boom" in (tmp_path / "raise.log").read_text()
+    quickstart.run_stage("module", [*py, "-m", "json.tool", "--help"], tmp_path / "module.log")
+    assert "usage:" in (tmp_path / "module.log").read_text()
+    assert sys.argv[0] != str(script)  # the parent's own state is untouched
+
+
+def test_preload_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(quickstart, "_forking", False)
+    monkeypatch.setenv("QUICKSTART_FORK", "0")
+    assert quickstart.preload() is False and quickstart._forking is False

@@ -81,3 +81,12 @@ def test_quickstart_smoke(tmp_path):
     # Test views must show the whole scene, as the training crops do, not 32 px of an upscaled frame.
     finetune = json.loads((tmp_path / "qs" / "finetune_scratch_s0" / "args.json").read_text())
     assert finetune["short_side_size"] == finetune["input_size"]
+    # The table reports the final multi-view test; no validation pass after each epoch.
+    assert finetune["disable_eval_during_finetuning"]
+    # Both generated sets have a key frame per frame (a clip decodes only its own frames).
+    from datasets.decoding import PyAVVideo
+
+    for data in ("data", "teacher_data"):
+        video = next((tmp_path / "qs" / data / "videos").rglob("*.mp4"))
+        with PyAVVideo(str(video)) as reader:
+            assert reader._intra_only and len(reader) == 32
