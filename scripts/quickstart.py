@@ -17,9 +17,9 @@ full logs go to <out>/logs. ``--seeds N`` repeats the
 students' stages (and the teacher's and a random network's probes) with N seeds and reports
 mean ± std.
 
-    python scripts/quickstart.py                 # defaults (the teacher's stage takes about half of the time)
+    python scripts/quickstart.py                 # defaults (the teacher's stage takes about 60 % of the time)
     python scripts/quickstart.py --seeds 3       # the students' stages three times, mean ± std
-    python scripts/quickstart.py --smoke         # a 1-2 minute check of the same path (CI)
+    python scripts/quickstart.py --smoke         # a ~20 s check of the same path (CI)
     python scripts/quickstart.py --device cuda --scale 4 --out runs/qs
 """
 
