@@ -46,6 +46,7 @@ def test_documented_flags_are_accepted():
         "benchmarks/bench_data.py",
         "benchmarks/bench_model.py",
         "benchmarks/bench_compare.py",
+        "benchmarks/bench_quickstart.py",
     )
     for script in scripts:
         known |= set(re.findall(r'"(--[A-Za-z][A-Za-z0-9_]*)"', (ROOT / script).read_text()))
