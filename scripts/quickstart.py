@@ -184,9 +184,12 @@ def preload() -> bool:
 
 def _forked_main(argv: list[str]) -> None:
     """In the forked child: runs ``python -u argv...`` (a script or ``-m module``) as ``__main__``,
-    then exits as that interpreter would (exit status, atexit handlers, flushed streams). Never
-    returns."""
+    then exits as that interpreter would (exit status, the atexit handlers the stage registered,
+    flushed streams). Never returns."""
     code = 1
+    # The parent's exit handlers are not the stage's: a new interpreter would not run them (one that
+    # removes the parent's temporary folder would remove it under the parent's feet).
+    atexit._clear()
     try:
         os.chdir(ROOT)
         # new streams on the pipe (fds 1 and 2), line-buffered as -u: the parent reads line by line;

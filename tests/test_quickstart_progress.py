@@ -4,7 +4,9 @@ a log file, where a whole run became one long line."""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import os
 import sys
 
 import pytest
@@ -69,6 +71,14 @@ def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monke
     if sys.platform != "linux":
         pytest.skip("stages are forked on Linux only")
     monkeypatch.setattr(quickstart, "_forking", True)
+    # an exit handler of the parent's (pytest's fork server cleanup is one) must not run in a stage
+    parent, leaked = os.getpid(), tmp_path / "parent_handler_ran_in_a_stage"
+
+    def parent_handler() -> None:
+        if os.getpid() != parent:
+            leaked.write_text("ran")
+
+    atexit.register(parent_handler)
     script = tmp_path / "stage.py"
     script.write_text(_SCRIPT)
     py = [sys.executable, "-u"]
@@ -85,6 +95,8 @@ def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monke
     quickstart.run_stage("module", [*py, "-m", "json.tool", "--help"], tmp_path / "module.log")
     assert "usage:" in (tmp_path / "module.log").read_text()
     assert sys.argv[0] != str(script)  # the parent's own state is untouched
+    atexit.unregister(parent_handler)
+    assert not leaked.exists()
 
 
 def test_preload_can_be_turned_off(monkeypatch):
