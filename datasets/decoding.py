@@ -126,7 +126,7 @@ class PyAVVideo:
     ``i``-th presentation timestamp, as in decord. A request decodes from the last key frame at or
     before its first frame, and tells the decoder to drop non-reference frames that are not
     requested (``skip_frame="NONREF"``), which leaves the requested frames bit-identical; in a stream
-of key frames only (MJPEG, all-intra H.264) only the requested frames are decoded. Colour
+    of key frames only (MJPEG, all-intra H.264) only the requested frames are decoded. Colour
     conversion (and an optional resize) happens only for requested frames.
 
     Demuxing only what a clip needs (an index of timestamps and key frames, then a seek) was
