@@ -65,7 +65,7 @@ if "--raise" in sys.argv:
 """
 
 
-def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monkeypatch, capsys):
+def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monkeypatch, capsys, request):
     """With preload() (Linux), a stage is a fork of the quickstart's process: it runs the script as
     ``__main__`` with its own argv, output, exit status and atexit handlers, as ``python -u`` would."""
     if sys.platform != "linux":
@@ -79,6 +79,7 @@ def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monke
             leaked.write_text("ran")
 
     atexit.register(parent_handler)
+    request.addfinalizer(lambda: atexit.unregister(parent_handler))  # also when an assertion fails
     script = tmp_path / "stage.py"
     script.write_text(_SCRIPT)
     py = [sys.executable, "-u"]
@@ -95,7 +96,6 @@ def test_forked_stages_run_the_script_as_a_new_interpreter_would(tmp_path, monke
     quickstart.run_stage("module", [*py, "-m", "json.tool", "--help"], tmp_path / "module.log")
     assert "usage:" in (tmp_path / "module.log").read_text()
     assert sys.argv[0] != str(script)  # the parent's own state is untouched
-    atexit.unregister(parent_handler)
     assert not leaked.exists()
 
 
